@@ -1,0 +1,125 @@
+# oai developer Makefile.  `make` builds oai/core.so for every Lua runtime
+# found by pkg-config; `make test` runs the busted suite once per runtime.
+#
+#   make                 build/<rt>/oai/core.so for rt in 5.4 5.3 5.2 5.1 luajit
+#   make test            busted on every runtime against its own build
+#   make test RUNTIMES=5.4   one runtime only
+#   make asan            suite with -fsanitize=address,undefined (gcc runtime preloaded)
+#   make valgrind        suite under memcheck
+#   make fuzz            libFuzzer targets (clang), FUZZ_SECONDS each
+#   make bench           benchmarks in bench/
+#   make demo            local server + examples/chat.lua
+
+CC       ?= cc
+PKG      ?= pkg-config
+WARN      = -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes -Wstrict-prototypes
+OPT      ?= -O2 -g
+CFLAGS_OAI = -std=c99 $(OPT) $(WARN) -fPIC -fvisibility=hidden $(EXTRA_CFLAGS)
+CURL_CFLAGS := $(shell $(PKG) --cflags libcurl 2>/dev/null)
+CURL_LIBS   := $(shell $(PKG) --libs libcurl 2>/dev/null || echo -lcurl)
+LDFLAGS_OAI = -shared $(EXTRA_LDFLAGS)
+
+# runtime name -> pkg-config package and interpreter
+pc_5.4 = lua5.4
+pc_5.3 = lua5.3
+pc_5.2 = lua5.2
+pc_5.1 = lua5.1
+pc_luajit = luajit
+lua_5.4 = lua5.4
+lua_5.3 = lua5.3
+lua_5.2 = lua5.2
+lua_5.1 = lua5.1
+lua_luajit = luajit
+
+ALL_RUNTIMES = 5.4 5.3 5.2 5.1 luajit
+RUNTIMES ?= $(foreach r,$(ALL_RUNTIMES),$(if $(shell $(PKG) --exists $(pc_$(r)) && command -v $(lua_$(r))),$(r)))
+BUILD    ?= build
+
+SRC ?= $(wildcard src/*.c)
+HDR  = $(wildcard src/*.h)
+
+.PHONY: all test asan valgrind fuzz bench demo clean install check-warnings
+
+all: $(foreach r,$(RUNTIMES),$(BUILD)/$(r)/oai/core.so)
+
+# one pattern per runtime; objects are not shared because headers differ
+define runtime_rule
+$(BUILD)/$(1)/oai/core.so: $(SRC) $(HDR) Makefile
+	@mkdir -p $$(@D)
+	$(CC) $(CFLAGS_OAI) $$(shell $(PKG) --cflags $(pc_$(1))) $(CURL_CFLAGS) -o $$@ $(SRC) $(LDFLAGS_OAI) $(CURL_LIBS)
+endef
+$(foreach r,$(ALL_RUNTIMES),$(eval $(call runtime_rule,$(r))))
+
+BUSTED ?= busted
+BUSTED_ARGS ?=
+
+test: all
+	@set -e; for r in $(RUNTIMES); do \
+	  echo "== busted on $$r"; \
+	  OAI_BUILD=$(BUILD)/$$r $(BUSTED) --lua=$$(case $$r in luajit) echo luajit;; *) echo lua$$r;; esac) \
+	    --cpath="$(BUILD)/$$r/?.so" $(BUSTED_ARGS); \
+	done
+
+# Sanitizers: the interpreters are not instrumented, so the runtime is preloaded.
+ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all
+	@set -e; for r in $(RUNTIMES); do \
+	  echo "== asan busted on $$r"; \
+	  LD_PRELOAD="$(ASAN_LIBS)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  OAI_BUILD=build-asan/$$r $(BUSTED) --lua=$$(case $$r in luajit) echo luajit;; *) echo lua$$r;; esac) \
+	    --cpath="build-asan/$$r/?.so" $(BUSTED_ARGS); \
+	done
+
+VALGRIND = valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-origins=yes --quiet
+valgrind: all
+	@set -e; for r in $(filter-out luajit,$(RUNTIMES)); do \
+	  echo "== valgrind busted on $$r"; \
+	  OAI_BUILD=$(BUILD)/$$r OAI_VALGRIND=1 $(VALGRIND) lua$$r /usr/bin/busted --cpath="$(BUILD)/$$r/?.so" $(BUSTED_ARGS); \
+	done
+
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS = -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined $(WARN) -Isrc
+LUA54_CFLAGS := $(shell $(PKG) --cflags lua5.4 2>/dev/null)
+LUA54_LIBS := $(shell $(PKG) --libs lua5.4 2>/dev/null)
+# target -> the sources it links (the SSE parser needs no Lua at all)
+fuzz_src_fuzz_sse = src/sse.c
+fuzz_lua_fuzz_sse =
+fuzz_src_fuzz_json_decode = src/json.c
+fuzz_lua_fuzz_json_decode = yes
+fuzz_src_fuzz_json_encode = src/json.c
+fuzz_lua_fuzz_json_encode = yes
+FUZZ_TARGETS ?= fuzz_sse fuzz_json_decode fuzz_json_encode
+
+fuzz:
+	@mkdir -p build/fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  $(MAKE) --no-print-directory build/fuzz/$$t; \
+	  mkdir -p build/fuzz/corpus-$$t; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS)s)"; \
+	  build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$t $$(test -d fuzz/seeds/$$t && echo fuzz/seeds/$$t) 2>&1 | tail -15; \
+	done
+
+build/fuzz/%: fuzz/%.c $(SRC) $(HDR)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) $(if $(fuzz_lua_$*),$(LUA54_CFLAGS)) -o $@ $< $(fuzz_src_$*) $(if $(fuzz_lua_$*),$(LUA54_LIBS))
+
+bench: all
+	@sh bench/run.sh
+
+demo: all
+	@sh examples/demo.sh
+
+clean:
+	rm -rf build build-asan
+
+PREFIX ?= /usr/local
+LUA_VERSION ?= 5.4
+LUA ?=
+INST_RT = $(if $(filter luajit,$(LUA)),luajit,$(LUA_VERSION))
+INST_LVER = $(if $(filter luajit,$(LUA)),5.1,$(LUA_VERSION))
+install: $(BUILD)/$(INST_RT)/oai/core.so
+	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(INST_LVER)/oai $(DESTDIR)$(PREFIX)/share/lua/$(INST_LVER)/oai
+	install -m 0755 $(BUILD)/$(INST_RT)/oai/core.so $(DESTDIR)$(PREFIX)/lib/lua/$(INST_LVER)/oai/core.so
+	install -m 0644 lua/oai/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(INST_LVER)/oai/
