@@ -16,7 +16,7 @@ WARN      = -Wall -Wextra -pedantic -Wshadow -Wmissing-prototypes -Wstrict-proto
 OPT      ?= -O2 -g
 CFLAGS_OAI = -std=c99 $(OPT) $(WARN) -fPIC -fvisibility=hidden $(EXTRA_CFLAGS)
 CURL_CFLAGS := $(shell $(PKG) --cflags libcurl 2>/dev/null)
-CURL_LIBS   := $(shell $(PKG) --libs libcurl 2>/dev/null || echo -lcurl)
+CURL_LIBS   := $(shell $(PKG) --libs libcurl 2>/dev/null || echo -lcurl) -lm
 LDFLAGS_OAI = -shared $(EXTRA_LDFLAGS)
 
 # runtime name -> pkg-config package and interpreter

@@ -16,6 +16,7 @@ OAI_EXPORT int luaopen_oai_core(lua_State *L) {
   lua_newtable(L);
   oai_open_json(L);
   oai_open_sse(L);
+  oai_open_http(L);
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
   return 1;

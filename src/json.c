@@ -1,6 +1,777 @@
-/* json.c: placeholder until the JSON codec lands (being written now). */
+/*
+** json.c: JSON encode (requests) and decode (responses, stream chunks),
+** base64, and the null/array/object marks.
+**
+** Encode: compact text, object keys in sorted byte order (same value, same
+** bytes), integers exact, floats shortest round-trip, strings checked to be
+** UTF-8.  Errors raise with the path to the bad value.
+** Decode: strict RFC 8259, errors return nil plus the byte offset; nesting is
+** limited so no input can overflow the C stack.
+**
+** Scratch memory lives in userdata (freed by the collector), so a Lua error
+** at any point (including out of memory) leaks nothing.
+*/
+#include <errno.h>
+#include <locale.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "oai.h"
 
+#define ENCODE_MAX_DEPTH 128
+#define DECODE_MAX_DEPTH 512
+#define SCRATCH_MT "oai.json.scratch"
+
+/* ------------------------------------------------------- scratch memory */
+
+typedef struct keyent {
+  const char *s;
+  size_t n;
+} keyent;
+
+typedef struct seg {      /* one step of the path to the value being encoded */
+  const char *key;        /* NULL: an array index */
+  size_t klen;
+  lua_Integer index;
+} seg;
+
+typedef struct encoder {
+  char *out;
+  size_t len, cap;
+  keyent *keys;           /* a stack of key lists, one segment per object level */
+  size_t nkeys, capkeys;
+  const void *tables[ENCODE_MAX_DEPTH + 1];
+  seg path[ENCODE_MAX_DEPTH + 1];
+  int depth;
+  lua_State *L;
+} encoder;
+
+static int scratch_gc(lua_State *L) {
+  encoder *e = (encoder *)luaL_checkudata(L, 1, SCRATCH_MT);
+  free(e->out);
+  free(e->keys);
+  e->out = NULL;
+  e->keys = NULL;
+  e->len = e->cap = e->nkeys = e->capkeys = 0;
+  return 0;
+}
+
+static encoder *new_encoder(lua_State *L) {
+  encoder *e = (encoder *)lua_newuserdatauv(L, sizeof(encoder), 0);
+  memset(e, 0, sizeof(*e));
+  e->L = L;
+  luaL_setmetatable(L, SCRATCH_MT);
+  return e;
+}
+
+static void grow(encoder *e, size_t need) {
+  size_t cap = e->cap ? e->cap : 256;
+  char *p;
+  while (cap - e->len < need) {
+    if (cap > ((size_t)-1) / 2) luaL_error(e->L, "oai.json.encode: out of memory");
+    cap *= 2;
+  }
+  p = (char *)realloc(e->out, cap);
+  if (p == NULL) luaL_error(e->L, "oai.json.encode: out of memory");
+  e->out = p;
+  e->cap = cap;
+}
+
+#define PUTC(e, c) do { if ((e)->len == (e)->cap) grow((e), 1); (e)->out[(e)->len++] = (char)(c); } while (0)
+
+static void put(encoder *e, const char *s, size_t n) {
+  if (e->cap - e->len < n) grow(e, n);
+  memcpy(e->out + e->len, s, n);
+  e->len += n;
+}
+
+/* ---------------------------------------------------------------- UTF-8 */
+
+/* length of the valid UTF-8 sequence at p (n bytes left), 0 if invalid */
+static size_t utf8_len(const unsigned char *p, size_t n) {
+  unsigned c = p[0];
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) {
+    if (n < 2 || (p[1] & 0xC0) != 0x80) return 0;
+    return 2;
+  }
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+    if (c == 0xE0 && p[1] < 0xA0) return 0;            /* overlong */
+    if (c == 0xED && p[1] >= 0xA0) return 0;           /* surrogates */
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+    if (c == 0xF0 && p[1] < 0x90) return 0;            /* overlong */
+    if (c == 0xF4 && p[1] >= 0x90) return 0;           /* > U+10FFFF */
+    return 4;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- encode */
+
+static const char hexd[] = "0123456789abcdef";
+
+static int is_ident(const char *s, size_t n) {
+  size_t i;
+  if (n == 0 || n > 64) return 0;
+  for (i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (i > 0 && c >= '0' && c <= '9')))
+      return 0;
+  }
+  return 1;
+}
+
+/* raise "oai.json.encode: <path>: <msg>" for the value at path depth d */
+static void fail(encoder *e, int d, const char *msg) {
+  lua_State *L = e->L;
+  luaL_Buffer b;
+  int i;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "oai.json.encode: ");
+  for (i = 1; i <= d; i++) {
+    seg *s = &e->path[i];
+    if (s->key == NULL) {
+      char num[32];
+      snprintf(num, sizeof(num), "[%lld]", (long long)s->index);
+      luaL_addstring(&b, num);
+    } else if (is_ident(s->key, s->klen)) {
+      if (i > 1) luaL_addchar(&b, '.');
+      luaL_addlstring(&b, s->key, s->klen);
+    } else {
+      size_t k, n = s->klen > 40 ? 40 : s->klen;
+      luaL_addstring(&b, "[\"");
+      for (k = 0; k < n; k++) {
+        unsigned char c = (unsigned char)s->key[k];
+        if (c < 0x20 || c == '"' || c == '\\' || c >= 0x7F) luaL_addchar(&b, '?');
+        else luaL_addchar(&b, (char)c);
+      }
+      if (s->klen > n) luaL_addstring(&b, "...");
+      luaL_addstring(&b, "\"]");
+    }
+  }
+  if (d > 0) luaL_addstring(&b, ": ");
+  luaL_addstring(&b, msg);
+  luaL_pushresult(&b);
+  lua_error(L);
+}
+
+static void encode_string(encoder *e, const char *s, size_t n, int d, const char *what) {
+  const unsigned char *p = (const unsigned char *)s, *end = p + n;
+  if (e->cap - e->len < n + 2) grow(e, n + 2);
+  e->out[e->len++] = '"';
+  while (p < end) {
+    const unsigned char *run = p;
+    /* copy runs of plain ASCII at once */
+    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
+    if (p > run) put(e, (const char *)run, (size_t)(p - run));
+    if (p == end) break;
+    if (*p >= 0x80) {
+      size_t k = utf8_len(p, (size_t)(end - p));
+      if (k == 0) fail(e, d, what);
+      put(e, (const char *)p, k);
+      p += k;
+      continue;
+    }
+    switch (*p) {
+      case '"': put(e, "\\\"", 2); break;
+      case '\\': put(e, "\\\\", 2); break;
+      case '\b': put(e, "\\b", 2); break;
+      case '\f': put(e, "\\f", 2); break;
+      case '\n': put(e, "\\n", 2); break;
+      case '\r': put(e, "\\r", 2); break;
+      case '\t': put(e, "\\t", 2); break;
+      default: {
+        char u[6];
+        u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+        u[4] = hexd[*p >> 4]; u[5] = hexd[*p & 15];
+        put(e, u, 6);
+      }
+    }
+    p++;
+  }
+  PUTC(e, '"');
+}
+
+/* C-locale formatting: a locale with a decimal comma must not leak in */
+static void fix_decimal_point(char *buf) {
+  char *c;
+  for (c = buf; *c; c++) if (*c == ',') *c = '.';
+}
+
+static void encode_number(encoder *e, int idx, int d) {
+  lua_State *L = e->L;
+  char buf[64];
+  lua_Number x;
+#if LUA_VERSION_NUM >= 503
+  if (lua_isinteger(L, idx)) {
+    int n = snprintf(buf, sizeof(buf), LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, idx));
+    put(e, buf, (size_t)n);
+    return;
+  }
+#endif
+  x = lua_tonumber(L, idx);
+  if (x != x) fail(e, d, "cannot encode NaN");
+  if (x == HUGE_VAL) fail(e, d, "cannot encode inf");
+  if (x == -HUGE_VAL) fail(e, d, "cannot encode -inf");
+  if (x == floor(x) && x >= -9223372036854775808.0 && x < 9223372036854775808.0) {
+    /* integral: written as an integer (exact in this range) */
+    if (x == 0 && signbit(x)) { put(e, "-0", 2); return; }
+    snprintf(buf, sizeof(buf), "%.0f", (double)x);
+  } else {
+    /* for normal doubles %.15g is the shortest form whenever it round-trips
+       (DBL_DIG is 15); subnormals can need fewer digits than that */
+    int prec = fabs(x) < 2.2250738585072014e-308 ? 1 : 15;
+    for (; prec <= 17; prec++) {
+      snprintf(buf, sizeof(buf), "%.*g", prec, (double)x);
+      if (strtod(buf, NULL) == (double)x) break;
+    }
+  }
+  fix_decimal_point(buf);
+  put(e, buf, strlen(buf));
+}
+
+static int cmp_keys(const void *a, const void *b) {
+  const keyent *x = (const keyent *)a, *y = (const keyent *)b;
+  size_t n = x->n < y->n ? x->n : y->n;
+  int c = memcmp(x->s, y->s, n);
+  if (c != 0) return c;
+  return x->n < y->n ? -1 : x->n > y->n;
+}
+
+static void encode_value(encoder *e, int idx, int d);
+
+static int marked(lua_State *L, int idx, const char *mt) {
+  int r;
+  if (!lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, mt);
+  r = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return r;
+}
+
+static void encode_table(encoder *e, int idx, int d) {
+  lua_State *L = e->L;
+  const void *ptr = lua_topointer(L, idx);
+  int i, is_arr = marked(L, idx, OAI_ARRAY_MT), is_obj = !is_arr && marked(L, idx, OAI_OBJECT_MT);
+  size_t nint = 0, nstr = 0, base;
+  lua_Integer maxi = 0;
+  if (d >= ENCODE_MAX_DEPTH) fail(e, d, "nesting deeper than 128");
+  for (i = 0; i < d; i++)
+    if (e->tables[i] == ptr) fail(e, d, "cycle detected");
+  e->tables[d] = ptr;
+  luaL_checkstack(L, 6, "oai.json.encode");
+  /* classify the keys; remember string keys for sorting */
+  base = e->nkeys;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    int kt = lua_type(L, -2);
+    lua_pop(L, 1);
+    if (kt == LUA_TSTRING) {
+      size_t kl;
+      const char *k = lua_tolstring(L, -1, &kl);
+      if (e->nkeys == e->capkeys) {
+        size_t cap = e->capkeys ? e->capkeys * 2 : 32;
+        keyent *nk = (keyent *)realloc(e->keys, cap * sizeof(keyent));
+        if (nk == NULL) luaL_error(L, "oai.json.encode: out of memory");
+        e->keys = nk;
+        e->capkeys = cap;
+      }
+      e->keys[e->nkeys].s = k;
+      e->keys[e->nkeys].n = kl;
+      e->nkeys++;
+      nstr++;
+    } else if (kt == LUA_TNUMBER) {
+      lua_Number kn = lua_tonumber(L, -1);
+      lua_Integer ki;
+#if LUA_VERSION_NUM >= 503
+      if (lua_isinteger(L, -1)) ki = lua_tointeger(L, -1);
+      else
+#endif
+      {
+        if (kn != floor(kn) || kn < 1 || kn > 9007199254740992.0) {
+          lua_pop(L, 1);
+          e->nkeys = base;
+          fail(e, d, kn == floor(kn) ? "integer key out of array range" : "key of type number (not an integer)");
+        }
+        ki = (lua_Integer)kn;
+      }
+      if (ki < 1) { lua_pop(L, 1); e->nkeys = base; fail(e, d, "integer key out of array range"); }
+      if (ki > maxi) maxi = ki;
+      nint++;
+    } else {
+      char msg[64];
+      lua_pop(L, 1);
+      e->nkeys = base;
+      snprintf(msg, sizeof(msg), "key of type %s", lua_typename(L, kt));
+      fail(e, d, msg);
+    }
+  }
+  if (nint > 0 && nstr > 0) { e->nkeys = base; fail(e, d, "table mixes integer and string keys"); }
+  if (is_obj && nint > 0) { e->nkeys = base; fail(e, d, "integer key in a table marked as an object"); }
+  if (is_arr && nstr > 0) { e->nkeys = base; fail(e, d, "string key in a table marked as an array"); }
+  if (nint > 0 || (is_arr && nstr == 0)) {
+    lua_Integer k;
+    if ((lua_Integer)nint != maxi) {
+      /* find the first hole for the message */
+      char msg[64];
+      for (k = 1; k <= maxi; k++) {
+        lua_rawgeti(L, idx, (int)k);
+        if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+        lua_pop(L, 1);
+      }
+      snprintf(msg, sizeof(msg), "array has a hole at index %lld", (long long)k);
+      fail(e, d, msg);
+    }
+    PUTC(e, '[');
+    for (k = 1; k <= maxi; k++) {
+      if (k > 1) PUTC(e, ',');
+      lua_rawgeti(L, idx, (int)k);
+      e->path[d + 1].key = NULL;
+      e->path[d + 1].index = k;
+      encode_value(e, lua_gettop(L), d + 1);
+      lua_pop(L, 1);
+    }
+    PUTC(e, ']');
+    return;
+  }
+  /* object: keys sorted by bytes */
+  {
+    size_t n = e->nkeys - base, j;
+    if (n > 1) qsort(e->keys + base, n, sizeof(keyent), cmp_keys);
+    PUTC(e, '{');
+    for (j = 0; j < n; j++) {
+      keyent k = e->keys[base + j];   /* copy: the array may move */
+      if (j > 0) PUTC(e, ',');
+      e->path[d + 1].key = k.s;
+      e->path[d + 1].klen = k.n;
+      encode_string(e, k.s, k.n, d + 1, "invalid UTF-8 in key");
+      PUTC(e, ':');
+      lua_pushlstring(L, k.s, k.n);
+      lua_rawget(L, idx);
+      encode_value(e, lua_gettop(L), d + 1);
+      lua_pop(L, 1);
+    }
+    PUTC(e, '}');
+    e->nkeys = base;
+  }
+}
+
+static void encode_value(encoder *e, int idx, int d) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      encode_string(e, s, n, d, "invalid UTF-8 in string");
+      break;
+    }
+    case LUA_TNUMBER: encode_number(e, idx, d); break;
+    case LUA_TBOOLEAN:
+      if (lua_toboolean(L, idx)) put(e, "true", 4);
+      else put(e, "false", 5);
+      break;
+    case LUA_TTABLE: encode_table(e, idx, d); break;
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, idx) == NULL) { put(e, "null", 4); break; }
+      fail(e, d, "cannot encode a light userdata");
+      break;
+    case LUA_TNIL: fail(e, d, "cannot encode nil"); break;
+    case LUA_TFUNCTION: fail(e, d, "cannot encode a function"); break;
+    case LUA_TTHREAD: fail(e, d, "cannot encode a thread"); break;
+    default: fail(e, d, "cannot encode a userdata"); break;
+  }
+}
+
+void oai_json_encode_push(lua_State *L, int idx) {
+  encoder *e;
+  idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+  e = new_encoder(L);
+  encode_value(e, idx, 0);
+  lua_pushlstring(L, e->out ? e->out : "", e->len);
+  lua_remove(L, -2);   /* the scratch box; its __gc frees the buffers */
+}
+
+/* json_encode(value) -> string | raises with the path to the bad value */
+static int l_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  oai_json_encode_push(L, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- decode */
+
+typedef struct decoder {
+  const char *s, *p, *e;
+  lua_State *L;
+  const char *err;
+  const char *errp;
+  int depth;
+} decoder;
+
+static int derr(decoder *D, const char *at, const char *msg) {
+  D->err = msg;
+  D->errp = at;
+  return 0;
+}
+
+static void skip_ws(decoder *D) {
+  const char *p = D->p, *e = D->e;
+  while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+  D->p = p;
+}
+
+static int decode_value(decoder *D);
+
+static int hex4(const char *p, unsigned *out) {
+  unsigned v = 0;
+  int i;
+  for (i = 0; i < 4; i++) {
+    char c = p[i];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+    else return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+static void add_utf8(luaL_Buffer *b, unsigned cp) {
+  char u[4];
+  size_t n;
+  if (cp < 0x80) { u[0] = (char)cp; n = 1; }
+  else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+  else if (cp < 0x10000) {
+    u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    u[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
+  } else {
+    u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
+  }
+  luaL_addlstring(b, u, n);
+}
+
+/* at the opening quote: push the string */
+static int decode_string(decoder *D) {
+  const char *p = D->p + 1, *e = D->e, *start = p;
+  luaL_Buffer b;
+  /* fast path: no escapes */
+  for (;;) {
+    if (p >= e) return derr(D, p, "unterminated string");
+    if (*p == '"') {
+      lua_pushlstring(D->L, start, (size_t)(p - start));
+      D->p = p + 1;
+      return 1;
+    }
+    if (*p == '\\') break;
+    if ((unsigned char)*p < 0x20) return derr(D, p, "control character in string");
+    if ((unsigned char)*p >= 0x80) {
+      size_t k = utf8_len((const unsigned char *)p, (size_t)(e - p));
+      if (k == 0) return derr(D, p, "invalid UTF-8 in string");
+      p += k;
+    } else p++;
+  }
+  luaL_buffinit(D->L, &b);
+  luaL_addlstring(&b, start, (size_t)(p - start));
+  for (;;) {
+    const char *run = p;
+    while (p < e && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) {
+      if ((unsigned char)*p >= 0x80) {
+        size_t k = utf8_len((const unsigned char *)p, (size_t)(e - p));
+        if (k == 0) return derr(D, p, "invalid UTF-8 in string");
+        p += k;
+      } else p++;
+    }
+    if (p > run) luaL_addlstring(&b, run, (size_t)(p - run));
+    if (p >= e) return derr(D, p, "unterminated string");
+    if (*p == '"') break;
+    if ((unsigned char)*p < 0x20) return derr(D, p, "control character in string");
+    /* an escape */
+    if (p + 1 >= e) return derr(D, p, "unterminated string");
+    switch (p[1]) {
+      case '"': luaL_addchar(&b, '"'); p += 2; break;
+      case '\\': luaL_addchar(&b, '\\'); p += 2; break;
+      case '/': luaL_addchar(&b, '/'); p += 2; break;
+      case 'b': luaL_addchar(&b, '\b'); p += 2; break;
+      case 'f': luaL_addchar(&b, '\f'); p += 2; break;
+      case 'n': luaL_addchar(&b, '\n'); p += 2; break;
+      case 'r': luaL_addchar(&b, '\r'); p += 2; break;
+      case 't': luaL_addchar(&b, '\t'); p += 2; break;
+      case 'u': {
+        unsigned cp, lo;
+        if (e - p < 6 || !hex4(p + 2, &cp)) return derr(D, p, "invalid \\u escape");
+        if (cp >= 0xDC00 && cp <= 0xDFFF) return derr(D, p, "lone surrogate in \\u escape");
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          if (e - p < 12 || p[6] != '\\' || p[7] != 'u' || !hex4(p + 8, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+            return derr(D, p, "lone surrogate in \\u escape");
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          p += 6;
+        }
+        add_utf8(&b, cp);
+        p += 6;
+        break;
+      }
+      default: return derr(D, p, "invalid escape in string");
+    }
+  }
+  luaL_pushresult(&b);
+  D->p = p + 1;
+  return 1;
+}
+
+static int is_dig(char c) { return c >= '0' && c <= '9'; }
+
+static int decode_number(decoder *D) {
+  const char *p = D->p, *e = D->e, *start = p;
+  int neg = 0, isint = 1;
+  if (p < e && *p == '-') { neg = 1; p++; }
+  if (p >= e || !is_dig(*p)) return derr(D, start, "invalid number");
+  if (*p == '0') {
+    p++;
+    if (p < e && is_dig(*p)) return derr(D, start, "leading zero in number");
+  } else while (p < e && is_dig(*p)) p++;
+  if (p < e && *p == '.') {
+    isint = 0;
+    p++;
+    if (p >= e || !is_dig(*p)) return derr(D, p, "digit expected after '.'");
+    while (p < e && is_dig(*p)) p++;
+  }
+  if (p < e && (*p == 'e' || *p == 'E')) {
+    isint = 0;
+    p++;
+    if (p < e && (*p == '+' || *p == '-')) p++;
+    if (p >= e || !is_dig(*p)) return derr(D, p, "digit expected in exponent");
+    while (p < e && is_dig(*p)) p++;
+  }
+  D->p = p;
+#if LUA_VERSION_NUM >= 503
+  if (isint && !(neg && p - start == 2 && start[1] == '0')) {
+    /* an integer that fits stays an integer */
+    const char *q = start + neg;
+    lua_Unsigned v = 0, lim = neg ? (lua_Unsigned)LUA_MAXINTEGER + 1u : (lua_Unsigned)LUA_MAXINTEGER;
+    int ok = 1;
+    for (; q < p; q++) {
+      unsigned dgt = (unsigned)(*q - '0');
+      if (v > (lim - dgt) / 10) { ok = 0; break; }
+      v = v * 10 + dgt;
+    }
+    if (ok) {
+      lua_pushinteger(D->L, neg ? (lua_Integer)(0u - v) : (lua_Integer)v);
+      return 1;
+    }
+  }
+#else
+  (void)isint;
+#endif
+  {
+    char buf[128];
+    char *tmp = buf, *endp;
+    size_t n = (size_t)(p - start), i;
+    double x;
+    char dp = localeconv()->decimal_point[0];
+    if (n >= sizeof(buf)) {
+      tmp = (char *)lua_newuserdatauv(D->L, n + 1, 0);   /* collected, never leaked */
+    }
+    memcpy(tmp, start, n);
+    tmp[n] = '\0';
+    if (dp != '.') for (i = 0; i < n; i++) if (tmp[i] == '.') tmp[i] = dp;
+    errno = 0;
+    x = strtod(tmp, &endp);
+    if (tmp != buf) lua_pop(D->L, 1);
+    if (x == HUGE_VAL || x == -HUGE_VAL) return derr(D, start, "number out of range");
+    if (isint && x == 0 && neg) x = -0.0;
+    lua_pushnumber(D->L, (lua_Number)x);
+  }
+  return 1;
+}
+
+static int decode_lit(decoder *D, const char *lit, size_t n) {
+  if ((size_t)(D->e - D->p) < n || memcmp(D->p, lit, n) != 0) return derr(D, D->p, "invalid literal");
+  D->p += n;
+  return 1;
+}
+
+static int decode_value(decoder *D) {
+  lua_State *L = D->L;
+  skip_ws(D);
+  if (D->p >= D->e) return derr(D, D->p, "unexpected end of input");
+  switch (*D->p) {
+    case '"': return decode_string(D);
+    case '{': {
+      if (++D->depth > DECODE_MAX_DEPTH) return derr(D, D->p, "nesting deeper than 512");
+      luaL_checkstack(L, 4, "oai.json.decode");
+      D->p++;
+      lua_newtable(L);
+      skip_ws(D);
+      if (D->p < D->e && *D->p == '}') { D->p++; D->depth--; return 1; }
+      for (;;) {
+        skip_ws(D);
+        if (D->p >= D->e) return derr(D, D->p, "unexpected end of input");
+        if (*D->p != '"') return derr(D, D->p, "expected a string key");
+        if (!decode_string(D)) return 0;
+        skip_ws(D);
+        if (D->p >= D->e || *D->p != ':') return derr(D, D->p, "expected ':' after object key");
+        D->p++;
+        if (!decode_value(D)) return 0;
+        lua_rawset(L, -3);
+        skip_ws(D);
+        if (D->p >= D->e) return derr(D, D->p, "unexpected end of input");
+        if (*D->p == ',') { D->p++; continue; }
+        if (*D->p == '}') { D->p++; break; }
+        return derr(D, D->p, "expected ',' or '}' after object member");
+      }
+      D->depth--;
+      return 1;
+    }
+    case '[': {
+      int n = 0;
+      if (++D->depth > DECODE_MAX_DEPTH) return derr(D, D->p, "nesting deeper than 512");
+      luaL_checkstack(L, 4, "oai.json.decode");
+      D->p++;
+      lua_newtable(L);
+      skip_ws(D);
+      if (D->p < D->e && *D->p == ']') {
+        D->p++;
+        D->depth--;
+        luaL_setmetatable(L, OAI_ARRAY_MT);   /* encodes back as [] */
+        return 1;
+      }
+      for (;;) {
+        if (!decode_value(D)) return 0;
+        lua_rawseti(L, -2, ++n);
+        skip_ws(D);
+        if (D->p >= D->e) return derr(D, D->p, "unexpected end of input");
+        if (*D->p == ',') { D->p++; continue; }
+        if (*D->p == ']') { D->p++; break; }
+        return derr(D, D->p, "expected ',' or ']' after array element");
+      }
+      D->depth--;
+      return 1;
+    }
+    case 't': if (!decode_lit(D, "true", 4)) return 0; lua_pushboolean(L, 1); return 1;
+    case 'f': if (!decode_lit(D, "false", 5)) return 0; lua_pushboolean(L, 0); return 1;
+    case 'n': if (!decode_lit(D, "null", 4)) return 0; lua_pushlightuserdata(L, NULL); return 1;
+    default:
+      if (*D->p == '-' || is_dig(*D->p)) return decode_number(D);
+      return derr(D, D->p, "unexpected character");
+  }
+}
+
+int oai_json_decode_push(lua_State *L, const char *s, size_t len) {
+  decoder D;
+  int top = lua_gettop(L);
+  D.s = D.p = s;
+  D.e = s + len;
+  D.L = L;
+  D.err = NULL;
+  D.errp = s;
+  D.depth = 0;
+  if (decode_value(&D)) {
+    skip_ws(&D);
+    if (D.p == D.e) return 1;
+    derr(&D, D.p, "trailing characters after the value");
+  }
+  lua_settop(L, top);
+  lua_pushfstring(L, "oai.json.decode: at byte %d: %s", (int)(D.errp - s) + 1, D.err);
+  return 0;
+}
+
+/* json_decode(text) -> value | nil, err (err names the byte offset) */
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (oai_json_decode_push(L, s, len)) return 1;
+  luaL_pushfail(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* ------------------------------------------------------------- markers */
+
+static int mark(lua_State *L, const char *mt, const char *fname) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_newtable(L);
+  } else {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    if (lua_getmetatable(L, 1)) {
+      luaL_getmetatable(L, mt);
+      if (!lua_rawequal(L, -1, -2))
+        return luaL_error(L, "oai.%s: the table already has another metatable", fname);
+      lua_pop(L, 2);
+      return 1;
+    }
+  }
+  luaL_setmetatable(L, mt);
+  return 1;
+}
+
+/* array([t]) -> t marked to encode as a JSON array ([] when empty) */
+static int l_array(lua_State *L) { return mark(L, OAI_ARRAY_MT, "array"); }
+
+/* object([t]) -> t marked to encode as a JSON object ({} when empty) */
+static int l_object(lua_State *L) { return mark(L, OAI_OBJECT_MT, "object"); }
+
+/* ------------------------------------------------------------- base64 */
+
+/* base64(bytes) -> RFC 4648 base64 text with padding */
+static int l_base64(lua_State *L) {
+  static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t n, i, o = 0, outn;
+  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
+  char *out;
+  if (n > ((size_t)-1) / 4 * 3 - 3) return luaL_error(L, "oai.base64: input too large");
+  outn = (n + 2) / 3 * 4;
+  out = (char *)lua_newuserdatauv(L, outn > 0 ? outn : 1, 0);   /* scratch, collected */
+  for (i = 0; i + 2 < n; i += 3) {
+    unsigned v = ((unsigned)s[i] << 16) | ((unsigned)s[i + 1] << 8) | s[i + 2];
+    out[o++] = tab[v >> 18];
+    out[o++] = tab[(v >> 12) & 63];
+    out[o++] = tab[(v >> 6) & 63];
+    out[o++] = tab[v & 63];
+  }
+  if (i < n) {
+    unsigned v = (unsigned)s[i] << 16;
+    if (i + 1 < n) v |= (unsigned)s[i + 1] << 8;
+    out[o++] = tab[v >> 18];
+    out[o++] = tab[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+    out[o++] = '=';
+  }
+  lua_pushlstring(L, out, o);
+  return 1;
+}
+
 void oai_open_json(lua_State *L) {
-  (void)L;
+  static const luaL_Reg funcs[] = {
+    { "json_encode", l_encode },
+    { "json_decode", l_decode },
+    { "array", l_array },
+    { "object", l_object },
+    { "base64", l_base64 },
+    { NULL, NULL }
+  };
+  luaL_newmetatable(L, SCRATCH_MT);
+  lua_pushcfunction(L, scratch_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, OAI_ARRAY_MT);
+  lua_pushliteral(L, "array");
+  lua_setfield(L, -2, "__jsontype");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, OAI_OBJECT_MT);
+  lua_pushliteral(L, "object");
+  lua_setfield(L, -2, "__jsontype");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, funcs, 0);
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
 }

@@ -15,5 +15,16 @@
 /* each opener adds its functions to the module table at the top of the stack */
 void oai_open_json(lua_State *L);   /* json_encode, json_decode, null, array, object, base64 */
 void oai_open_sse(lua_State *L);    /* sse */
+void oai_open_http(lua_State *L);   /* multi, request, monotime, getdate, curl_info */
+
+/* json.c: decode s[0..len) and push the value (returns 1), or push an
+   error message (returns 0); encode the value at idx and push the text
+   (raises with the path to an unencodable value) */
+int oai_json_decode_push(lua_State *L, const char *s, size_t len);
+void oai_json_encode_push(lua_State *L, int idx);
+
+/* chunk.c: one chat.completion.chunk -> records (see lua/oai/stream.lua) */
+int oai_chunk_records(lua_State *L, int t, int *n, const char *type, size_t type_len,
+                      const char *d, size_t len, unsigned long long *meta, int raw);
 
 #endif

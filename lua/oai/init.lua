@@ -1,5 +1,18 @@
---- oai: OpenAI-compatible Chat Completions for Lua.
+--- oai: OpenAI-compatible Chat Completions for Lua, with its core in C.
+---
+--- Programmer errors raise; runtime failures return `nil, err` (see
+--- oai.errors for the error shape).
 local core = require "oai.core"
+local loop = require "oai.loop"
+local errors = require "oai.errors"
+local stream_mod = require "oai.stream"
+
+local json_encode, json_decode = core.json_encode, core.json_decode
+local monotime = core.monotime
+local ipairs = ipairs
+local type, pairs, tostring, tonumber, setmetatable, getmetatable, error =
+  type, pairs, tostring, tonumber, setmetatable, getmetatable, error
+local floor, random, min = math.floor, math.random, math.min
 
 local oai = {}
 
@@ -7,11 +20,531 @@ oai.core = core
 oai.version = core.version
 
 --- JSON codec (C): encode(value) -> string | raises; decode(text) -> value | nil, err
-oai.json = { encode = core.json_encode, decode = core.json_decode }
+oai.json = { encode = json_encode, decode = json_decode }
 oai.null = core.null
 oai.array = core.array
 oai.object = core.object
 oai.base64 = core.base64
 oai.sse = core.sse
+oai.errors = errors
+
+-- tasks
+oai.spawn = loop.spawn
+oai.run = loop.run
+oai.step = loop.step
+oai.sleep = loop.sleep
+
+local DEFAULT_BASE_URL = "https://api.openai.com/v1"
+local USER_AGENT = "oai-lua/" .. core.version
+
+-- option name -> default; every one can also be given per call
+local DEFAULTS = {
+  timeout = 600, connect_timeout = 10, idle_timeout = 300, max_retries = 2,
+  proxy = false, ca_file = false, verify = true, stream_usage = false,
+  max_body_bytes = 64 * 1024 * 1024, max_event_bytes = 8 * 1024 * 1024,
+  grace = 2,
+}
+
+-- secrets live here, never in the client table itself (printing or
+-- serialising a client must not reveal the key)
+local secrets = setmetatable({}, { __mode = "k" })
+-- completion table -> response metadata
+local metadata = setmetatable({}, { __mode = "k" })
+
+---@class oai.Client
+---@field base_url string
+local Client = {}
+Client.__index = Client
+oai.Client = Client
+
+function Client:__tostring()
+  return "oai.client (" .. self.base_url .. ")"
+end
+
+---@class oai.ClientOptions
+---@field base_url? string default $OPENAI_BASE_URL, then https://api.openai.com/v1
+---@field api_key? string default $OPENAI_API_KEY; no Authorization header when absent
+---@field headers? table<string,string> extra request headers
+---@field timeout? number total seconds per attempt (600)
+---@field connect_timeout? number seconds (10)
+---@field idle_timeout? number seconds without any byte (300)
+---@field max_retries? integer extra attempts on retryable failures (2)
+---@field proxy? string proxy URL (libcurl's proxy environment variables apply otherwise)
+---@field ca_file? string PEM bundle to verify TLS peers with
+---@field verify? boolean verify TLS peer and host (true)
+---@field stream_usage? boolean ask for usage in streams (stream_options.include_usage)
+
+--- Create a client.  Every option is optional and can be overridden per call.
+---@param opts? oai.ClientOptions
+---@return oai.Client
+function oai.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then error("oai.new: options must be a table", 2) end
+  opts = opts or {}
+  local self = setmetatable({}, Client)
+  local base = opts.base_url or os.getenv("OPENAI_BASE_URL")
+  if base == nil or base == "" then base = DEFAULT_BASE_URL end
+  if type(base) ~= "string" or not base:match("^https?://") then
+    error("oai.new: base_url must be an http:// or https:// URL", 2)
+  end
+  self.base_url = base:gsub("/+$", "")
+  local key = opts.api_key
+  if key == nil then key = os.getenv("OPENAI_API_KEY") end
+  if key == "" then key = nil end
+  if key ~= nil and type(key) ~= "string" then error("oai.new: api_key must be a string", 2) end
+  secrets[self] = key
+  self.headers = {}
+  if opts.headers then
+    if type(opts.headers) ~= "table" then error("oai.new: headers must be a table", 2) end
+    for k, v in pairs(opts.headers) do self.headers[k] = v end
+  end
+  self.options = {}
+  for k, v in pairs(DEFAULTS) do
+    if opts[k] ~= nil then self.options[k] = opts[k] else self.options[k] = v end
+  end
+  return self
+end
+
+-- merged per-call options
+local function options(self, call)
+  local o = {}
+  for k, v in pairs(self.options) do o[k] = v end
+  if call then
+    for k in pairs(DEFAULTS) do
+      if call[k] ~= nil then o[k] = call[k] end
+    end
+  end
+  return o
+end
+
+-- set h[name] = value, replacing a header of the same name in another case
+local function set_header(h, name, value)
+  local l = name:lower()
+  for k in pairs(h) do
+    if type(k) == "string" and k:lower() == l then h[k] = nil end
+  end
+  h[name] = value
+end
+
+local function header_table(self, call, key, accept, has_body)
+  local h = { ["User-Agent"] = USER_AGENT, ["Accept"] = accept }
+  if has_body then h["Content-Type"] = "application/json" end
+  if key then h["Authorization"] = "Bearer " .. key end
+  for k, v in pairs(self.headers) do set_header(h, k, v) end
+  if call and call.headers then
+    for k, v in pairs(call.headers) do set_header(h, k, v) end
+  end
+  return h
+end
+
+---------------------------------------------------------------- errors
+
+local TRANSPORT_KIND = {
+  OPERATION_TIMEDOUT = "timeout",
+  CANCELED = "canceled",
+  BODY_TOO_LARGE = "protocol",
+}
+local RETRYABLE_TRANSPORT = {
+  COULDNT_CONNECT = true, COULDNT_RESOLVE_HOST = true, COULDNT_RESOLVE_PROXY = true,
+  GOT_NOTHING = true, SEND_ERROR = true, RECV_ERROR = true, PARTIAL_FILE = true,
+  HTTP2 = true, HTTP2_STREAM = true, OPERATION_TIMEDOUT = true, SSL_CONNECT_ERROR = true,
+  WEIRD_SERVER_REPLY = false, PROXY = true,
+}
+
+local function header_of(headers, name) return headers and headers[name] end
+
+-- seconds the server asked us to wait, from retry-after-ms / retry-after
+local function retry_after(headers)
+  local ms = tonumber(header_of(headers, "retry-after-ms") or "")
+  if ms then return ms / 1000 end
+  local ra = header_of(headers, "retry-after")
+  if ra then
+    local secs = tonumber(ra)
+    if secs then return secs end
+    local t = core.getdate(ra)
+    if t then return t - os.time() end
+  end
+  return nil
+end
+oai._retry_after = retry_after
+
+local function should_retry_status(status, headers)
+  local sr = header_of(headers, "x-should-retry")
+  if sr == "true" then return true end
+  if sr == "false" then return false end
+  return status == 408 or status == 409 or status == 429 or status >= 500
+end
+
+local function backoff(attempt, headers)
+  local ra = headers and retry_after(headers)
+  if ra and ra > 0 and ra <= 60 then return ra end
+  local d = min(0.5 * 2 ^ (attempt - 1), 8)
+  return d * (1 - 0.25 * random())
+end
+oai._backoff = backoff
+
+local function truncate(s, n)
+  if #s > n then return s:sub(1, n) end
+  return s
+end
+
+-- an error for a non-2xx response (body complete)
+local function status_error(status, headers, body, key)
+  local fields = {
+    status = status,
+    request_id = header_of(headers, "x-request-id"),
+    retry_after = retry_after(headers),
+  }
+  local doc = json_decode(body)
+  local env = type(doc) == "table" and doc.error
+  if type(env) == "string" then env = { message = env } end
+  if type(env) == "table" then
+    fields.kind = "api"
+    local msg = env.message
+    fields.message = type(msg) == "string" and msg or ("HTTP " .. status)
+    for _, k in pairs({ "type", "code", "param" }) do
+      local v = env[k]
+      if type(v) == "string" or type(v) == "number" then fields[k] = v end
+    end
+    fields.error = env
+  elseif type(doc) == "table" and type(doc.message) == "string" then
+    -- some gateways send {"message": ...} without the envelope
+    fields.kind = "api"
+    fields.message = doc.message
+    if type(doc.type) == "string" then fields.type = doc.type end
+    if type(doc.code) == "string" or type(doc.code) == "number" then fields.code = doc.code end
+  else
+    fields.kind = "http"
+    local ct = header_of(headers, "content-type") or "no content type"
+    fields.message = "HTTP " .. status .. " (" .. ct .. ", " .. #body .. " bytes)"
+    fields.body = truncate(body, 2048)
+  end
+  return errors.new(fields, key)
+end
+oai._status_error = status_error
+
+local function transport_error(name, message, key)
+  return errors.new({
+    kind = TRANSPORT_KIND[name] or "network",
+    name = name,
+    message = message,
+  }, key)
+end
+
+---------------------------------------------------------------- requests
+
+-- Start one attempt and wait for its headers (stream) or its end.
+local function attempt(self, o, method, url, body, call, stream, key)
+  local req = core.request {
+    url = url,
+    method = method,
+    headers = header_table(self, call, key, stream and "text/event-stream" or "application/json", body ~= nil),
+    body = body,
+    stream = stream,
+    timeout_ms = (o.timeout or 0) * 1000,
+    connect_timeout_ms = (o.connect_timeout or 0) * 1000,
+    idle_timeout_ms = (o.idle_timeout or 0) * 1000,
+    proxy = o.proxy or nil,
+    ca_file = o.ca_file or nil,
+    verify = o.verify ~= false,
+    max_body_bytes = o.max_body_bytes or nil,
+    max_event_bytes = o.max_event_bytes or nil,
+  }
+  loop.start(req)
+  -- no pcall around the waits: Lua 5.1 cannot yield across it.  If the
+  -- waiting task dies, the transfer still ends and is then released.
+  if stream then
+    while not req:result() and not req:status() do loop.wait(req) end
+    local st = req:status()
+    if st and (st < 200 or st > 299) then
+      while not req:result() do loop.wait(req) end
+    end
+  else
+    while not req:result() do loop.wait(req) end
+  end
+  return req
+end
+
+--- Send a request with the retry rules; returns the live request (for a 2xx
+--- stream: headers in, body still arriving) or the finished one, or nil, err.
+function Client:_send(method, path, body, call, stream)
+  local o = options(self, call)
+  local key = secrets[self]
+  if call and call.api_key ~= nil then key = call.api_key end
+  local base = (call and call.base_url or self.base_url):gsub("/+$", "")
+  local url = path:match("^https?://") and path or (base .. path)
+  local t0 = monotime()
+  local max_retries = o.max_retries or 0
+  local n = 0
+  while true do
+    n = n + 1
+    local req = attempt(self, o, method, url, body, call, stream, key)
+    local done, ok, name, msg = req:result()
+    local status = req:status()
+    local err, retry
+    if done and not ok and not (stream and status and status >= 200 and status <= 299) then
+      err = transport_error(name, msg, key)
+      retry = RETRYABLE_TRANSPORT[name] == true
+    elseif status and (status < 200 or status > 299) then
+      local headers = req:headers()
+      err = status_error(status, headers, req:body(), key)
+      retry = should_retry_status(status, headers)
+      err.headers = headers
+    end
+    if not err then
+      return req, n, t0
+    end
+    err.attempts = n
+    if call and call.on_retry_check then retry = call.on_retry_check(err, retry) end
+    if not retry or n > max_retries then
+      err.headers = nil
+      req:close()
+      return nil, err
+    end
+    local delay = backoff(n, err.headers)
+    err.headers = nil
+    req:close()
+    loop.sleep(delay)
+  end
+end
+
+local function decode_body(req, key)
+  local body = req:body()
+  local doc, derr = json_decode(body)
+  if doc == nil or type(doc) ~= "table" then
+    local fields = {
+      kind = "protocol",
+      status = req:status(),
+      request_id = req:header("x-request-id"),
+      message = doc == nil and ("response is not valid JSON: " .. tostring(derr))
+        or "response is not a JSON object",
+      body = truncate(body, 2048),
+    }
+    return nil, errors.new(fields, key)
+  end
+  return doc
+end
+
+local function remember(doc, req, attempts, t0)
+  if type(doc) == "table" then
+    metadata[doc] = {
+      status = req:status(),
+      headers = req:headers(),
+      request_id = req:header("x-request-id"),
+      attempts = attempts,
+      elapsed = monotime() - t0,
+    }
+  end
+end
+oai._remember = remember
+
+--- Response metadata of a decoded response: {status, headers, request_id,
+--- attempts, elapsed}; nil for tables that did not come from a response.
+---@param response table
+---@return table?
+function oai.meta(response)
+  return metadata[response]
+end
+
+-- JSON-encode a request body; raises (programmer error) with the path
+local function encode(body, level)
+  if type(body) == "string" then return body end
+  local ok, s = pcall(json_encode, body)
+  if not ok then error(s, level + 1) end
+  return s
+end
+
+local function json_call(self, method, path, body, call)
+  local key = secrets[self]
+  if call and call.api_key ~= nil then key = call.api_key end
+  local req, attempts, t0 = self:_send(method, path, body, call, false)
+  if not req then return nil, attempts end
+  local doc, err = decode_body(req, key)
+  if doc then remember(doc, req, attempts, t0) end
+  if err then err.attempts = attempts end
+  req:close()
+  return doc, err
+end
+
+--- POST /chat/completions (non-streamed).  A request with `stream = true`
+--- is streamed and accumulated.
+---@param request table the Chat Completions request, sent as given
+---@param opts? table per-call options (any client option, `headers`)
+---@return table? completion
+---@return oai.Error? err
+function Client:chat(request, opts)
+  if type(request) ~= "table" then error("client:chat: request must be a table", 2) end
+  if request.stream == true and self.stream then
+    local s, err = self:stream(request, opts)
+    if not s then return nil, err end
+    return s:result()
+  end
+  return json_call(self, "POST", "/chat/completions", encode(request, 2), opts)
+end
+
+-- base URLs whose servers refused stream_options (400/422 naming it)
+local no_stream_options = {}
+
+local function refuses_stream_options(err)
+  if err.status ~= 400 and err.status ~= 422 then return false end
+  if err.param == "stream_options" then return true end
+  local text = tostring(err.message or "") .. " " .. tostring(err.body or "")
+  return text:find("stream_options", 1, true) ~= nil
+end
+
+local CALLBACKS = { "on_text", "on_reasoning", "on_tool_call", "on_event", "on_done", "on_chunk" }
+
+local function has_callbacks(opts)
+  if not opts then return false end
+  for _, k in ipairs(CALLBACKS) do if opts[k] ~= nil then return true end end
+  return false
+end
+
+-- open the stream: POST, retries, the stream_options fallback
+local function open_stream(self, request, opts)
+  local o = options(self, opts)
+  local base = (opts and opts.base_url or self.base_url):gsub("/+$", "")
+  local body = {}
+  for k, v in pairs(request) do body[k] = v end
+  body.stream = true
+  local added_usage = false
+  if o.stream_usage and body.stream_options == nil and not no_stream_options[base] then
+    body.stream_options = { include_usage = true }
+    added_usage = true
+  end
+  local req, attempts, t0 = self:_send("POST", "/chat/completions", encode(body, 3), opts, true)
+  if not req and added_usage and refuses_stream_options(attempts) then
+    no_stream_options[base] = true
+    body.stream_options = nil
+    req, attempts, t0 = self:_send("POST", "/chat/completions", encode(body, 3), opts, true)
+  end
+  if not req then return nil, attempts end
+  local key = secrets[self]
+  if opts and opts.api_key ~= nil then key = opts.api_key end
+  local meta = { status = req:status(), headers = req:headers(),
+                 request_id = req:header("x-request-id"), attempts = attempts }
+  return stream_mod.new(req, {
+    key = key, status = meta.status, request_id = meta.request_id,
+    grace = o.grace,
+    remember = function(doc)
+      local m = {}
+      for k, v in pairs(meta) do m[k] = v end
+      m.elapsed = monotime() - t0
+      metadata[doc] = m
+    end,
+  })
+end
+
+-- (while loops, not generic for: Lua 5.1 cannot yield inside a for iterator)
+local function drive_callbacks(s, opts)
+  local on_text, on_reasoning, on_tool, on_event = opts.on_text, opts.on_reasoning, opts.on_tool_call, opts.on_event
+  if on_event or on_reasoning or on_tool then
+    local next_event = s:events()
+    while true do
+      local ev = next_event()
+      if ev == nil then break end
+      if on_event then on_event(ev) end
+      local t = ev.type
+      if t == "content" then
+        if on_text then on_text(ev.text, ev) end
+      elseif t == "reasoning" then
+        if on_reasoning then on_reasoning(ev.text, ev) end
+      elseif t == "tool_call" then
+        if on_tool then on_tool(ev) end
+      end
+    end
+  elseif on_text then
+    local next_text = s:text()
+    while true do
+      local text = next_text()
+      if text == nil then break end
+      on_text(text)
+    end
+  end
+  local res, err = s:result()
+  if opts.on_done then opts.on_done(res, err) end
+end
+
+--- POST /chat/completions with stream = true.  Returns once the response
+--- headers are in (HTTP errors come back as nil, err after the retries).
+--- With callbacks (on_text, on_reasoning, on_tool_call, on_event, on_done)
+--- it returns the stream at once and drives it from a task.
+---@param request table
+---@param opts? table per-call options and callbacks
+---@return oai.Stream? stream
+---@return oai.Error? err
+function Client:stream(request, opts)
+  if type(request) ~= "table" then error("client:stream: request must be a table", 2) end
+  encode(request, 2)   -- unencodable requests raise here, in the caller
+  if has_callbacks(opts) then
+    local proxy = stream_mod.failed(nil, {})
+    proxy.finished = false
+    local task = loop.spawn({ on_error = opts.on_error }, function()
+      local s, err = open_stream(self, request, opts)
+      if not s then
+        proxy.finished = true
+        proxy.err = err
+        if opts.on_done then opts.on_done(nil, err) end
+        return
+      end
+      proxy._real = s
+      if proxy._cancel then s:cancel() end
+      drive_callbacks(s, opts)
+    end)
+    proxy.task = task
+    proxy.cancel = function(p)
+      p._cancel = true
+      if p._real then p._real:cancel() end
+    end
+    proxy.result = function(p)
+      task:wait()
+      if p._real then return p._real:result() end
+      return nil, p.err
+    end
+    return proxy
+  end
+  return open_stream(self, request, opts)
+end
+
+--- GET /models -> array of model objects
+---@return table? models
+---@return oai.Error? err
+function Client:models(opts)
+  local doc, err = json_call(self, "GET", "/models", nil, opts)
+  if not doc then return nil, err end
+  local data = doc.data
+  if type(data) ~= "table" then
+    return nil, errors.new({ kind = "protocol", message = "models response has no data array" })
+  end
+  metadata[data] = metadata[doc]
+  return data
+end
+
+--- GET an arbitrary path under base_url (or an absolute URL) -> decoded JSON
+function Client:get(path, opts)
+  if type(path) ~= "string" then error("client:get: path must be a string", 2) end
+  return json_call(self, "GET", path, nil, opts)
+end
+
+--- POST a table (JSON-encoded) or a string body -> decoded JSON
+function Client:post(path, body, opts)
+  if type(path) ~= "string" then error("client:post: path must be a string", 2) end
+  return json_call(self, "POST", path, body ~= nil and encode(body, 2) or "", opts)
+end
+
+-- helpers (issue #5): messages, conversation, tools, structured outputs.
+-- Each module installs its functions into oai / Client.
+for _, name in ipairs({ "oai.messages", "oai.conversation", "oai.tools", "oai.parse" }) do
+  local ok, mod = pcall(require, name)
+  if ok and type(mod) == "table" and mod.install then
+    mod.install(oai, Client)
+  elseif not ok and not tostring(mod):find("module '" .. name .. "' not found", 1, true) then
+    error(mod, 0)
+  end
+end
+
+oai._secrets = secrets
+oai._options = options
+oai._decode_body = decode_body
+oai._encode = encode
 
 return oai

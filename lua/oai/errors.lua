@@ -1,0 +1,82 @@
+--- oai.errors: the one error shape for runtime failures.
+---
+--- Runtime failures return `nil, err`; `err` is a table with `kind` and
+--- `message`, plus what is known: `status`, `type`, `code`, `param`,
+--- `request_id`, `retry_after`, `body`, `name` (libcurl), `attempts`,
+--- `partial` (streams).  `tostring(err)` is one readable line.
+local M = {}
+
+---@class oai.Error
+---@field kind "api"|"http"|"network"|"timeout"|"canceled"|"protocol"|string
+---@field message string
+---@field status? integer HTTP status
+---@field type? string error type from the error envelope
+---@field code? string|integer error code from the error envelope
+---@field param? string
+---@field request_id? string
+---@field retry_after? number seconds the server asked to wait
+---@field body? string first 2 KiB of a non-JSON error body
+---@field name? string stable libcurl failure name (COULDNT_CONNECT, OPERATION_TIMEDOUT, SSL_CACERT, ...)
+---@field attempts? integer
+---@field partial? table what a stream accumulated before it failed
+local Error = {}
+Error.__index = Error
+M.Error = Error
+
+local function plural(n, word)
+  return n .. " " .. word .. (n == 1 and "" or "s")
+end
+
+function Error:__tostring()
+  local parts = { "oai:" }
+  if self.status then parts[#parts + 1] = tostring(self.status) end
+  if self.kind == "api" then
+    local label = self.code
+    if type(label) ~= "string" and type(label) ~= "number" or label == "" then label = self.type end
+    if type(label) ~= "string" and type(label) ~= "number" or label == "" then label = "api" end
+    parts[#parts + 1] = tostring(label)
+  else
+    parts[#parts + 1] = tostring(self.kind)
+    if self.name then parts[#parts + 1] = tostring(self.name) end
+  end
+  local extra = {}
+  if self.request_id then extra[#extra + 1] = "request " .. tostring(self.request_id) end
+  if self.attempts and self.attempts > 1 then extra[#extra + 1] = plural(self.attempts, "attempt") end
+  local msg = tostring(self.message or ""):gsub("[\r\n]+", " ")
+  local s = table.concat(parts, " ") .. ": " .. msg
+  if #extra > 0 then s = s .. " (" .. table.concat(extra, ", ") .. ")" end
+  return s
+end
+
+--- Replace every occurrence of `secret` in s (plain text, no patterns).
+local function mask(s, secret)
+  if type(s) ~= "string" or not secret or #secret < 4 then return s end
+  local out, i = {}, 1
+  while true do
+    local a, b = s:find(secret, i, true)
+    if not a then break end
+    out[#out + 1] = s:sub(i, a - 1)
+    out[#out + 1] = "[REDACTED]"
+    i = b + 1
+  end
+  if i == 1 then return s end
+  out[#out + 1] = s:sub(i)
+  return table.concat(out)
+end
+M.mask = mask
+
+--- new(fields, secret) -> err: masks `secret` in every string field.
+function M.new(fields, secret)
+  if secret then
+    for k, v in pairs(fields) do
+      if type(v) == "string" then fields[k] = mask(v, secret) end
+    end
+  end
+  return setmetatable(fields, Error)
+end
+
+function M.is(v)
+  return getmetatable(v) == Error
+end
+
+return M

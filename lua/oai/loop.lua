@@ -1,0 +1,333 @@
+--- oai.loop: tasks (coroutines), the one libcurl multi handle that drives
+--- every transfer, timers, and the run/step/sleep entry points.
+---
+--- All waiting happens here, in Lua: C never yields.  Code that needs a
+--- transfer to progress calls `loop.wait(req)`.  Inside an oai task that
+--- yields to the loop; anywhere else (main chunk, a coroutine that is not an
+--- oai task) it drives the loop itself until the request has news, so a
+--- plain script just blocks its caller and a foreign scheduler is never
+--- yielded into.
+local core = require "oai.core"
+
+local monotime = core.monotime
+local co_create, co_resume, co_yield, co_status, co_running =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running
+local traceback = debug.traceback
+local unpack = table.unpack or unpack
+local select, type, error, tostring, setmetatable = select, type, error, tostring, setmetatable
+
+local loop = {}
+
+local multi            -- the libcurl multi handle (created on first use)
+local task_of = setmetatable({}, { __mode = "k" })   -- coroutine -> task
+local live = 0         -- tasks not yet finished
+local runq, runq_n = {}, 0                          -- tasks to resume, FIFO
+local waiting = setmetatable({}, { __mode = "k" })  -- request -> task waiting on it
+local news = setmetatable({}, { __mode = "k" })     -- request -> true: news nobody waited for yet
+local timers = {}      -- sorted by .at: { at = seconds, task = t } or { at, fn }
+local errors = {}      -- unhandled task errors, raised by run()/step()
+local driver           -- optional external driver (oai.uv): { wake = fn }
+
+local Task = {}
+Task.__index = Task
+
+---@return userdata multi the loop's libcurl multi handle
+function loop.multi()
+  if not multi then multi = core.multi(loop.multi_options) end
+  return multi
+end
+
+local function current_task()
+  local co = co_running()
+  return co and task_of[co] or nil
+end
+loop.current_task = current_task
+
+local function schedule(task, ...)
+  if task.queued or task.done then return end
+  task.queued = true
+  task.resume_n = select("#", ...)
+  task.resume_args = task.resume_n > 0 and { ... } or nil
+  runq_n = runq_n + 1
+  runq[runq_n] = task
+  if driver then driver.wake() end
+end
+
+local function finish(task, ok, ...)
+  task.done = true
+  live = live - 1
+  if ok then
+    task.results = { n = select("#", ...), ... }
+  else
+    local err = ...
+    task.err = err
+    task.trace = traceback(task.co, tostring(err))
+    if task.on_error then
+      task.handled = true
+      task.on_error(err, task.trace)
+    elseif not task.joined then
+      errors[#errors + 1] = task
+    end
+  end
+  local joiners = task.joiners
+  if joiners then
+    task.joiners = nil
+    for i = 1, #joiners do schedule(joiners[i]) end
+  end
+end
+
+local finish_or_wait
+
+local function resume(task)
+  local args, n = task.resume_args, task.resume_n or 0
+  task.resume_args = nil
+  if n > 0 then
+    return finish_or_wait(task, co_resume(task.co, unpack(args, 1, n)))
+  end
+  return finish_or_wait(task, co_resume(task.co))
+end
+
+-- after a resume: the task either finished, failed, or yielded a wait
+finish_or_wait = function(task, ok, ...)
+  if not ok then return finish(task, false, ...) end
+  if co_status(task.co) == "dead" then return finish(task, true, ...) end
+  -- a yield: the task registered what it waits for before yielding; a bare
+  -- coroutine.yield() inside a task just lets the others run
+  if not task.blocked then schedule(task) end
+end
+
+local function run_ready()
+  -- only the tasks queued before this pass run now; those they wake wait
+  -- for the next pass, so a busy task cannot starve the transfers
+  local n = runq_n
+  if n == 0 then return end
+  local q = runq
+  runq, runq_n = {}, 0
+  for i = 1, n do
+    local t = q[i]
+    t.queued = false
+    if not t.done and co_status(t.co) == "suspended" then
+      t.blocked = false
+      resume(t)
+    end
+  end
+end
+
+local function fire_timers()
+  if #timers == 0 then return end
+  local now = monotime()
+  while timers[1] and timers[1].at <= now do
+    local tm = table.remove(timers, 1)
+    if tm.task then schedule(tm.task) else tm.fn() end
+  end
+end
+
+local function add_timer(tm)
+  local i = #timers
+  while i > 0 and timers[i].at > tm.at do i = i - 1 end
+  table.insert(timers, i + 1, tm)
+  if driver then driver.wake() end
+  return tm
+end
+
+local function deliver(ready)
+  for i = 1, #ready do
+    local req = ready[i]
+    local t = waiting[req]
+    if t then
+      waiting[req] = nil
+      schedule(t)
+    else
+      news[req] = true
+    end
+  end
+end
+loop.deliver = deliver
+
+--- One pump: resume runnable tasks, wait up to timeout_ms for transfers or
+--- timers, deliver what happened, resume again.  Never waits when timeout_ms
+--- is 0.  Returns true while tasks or transfers remain.
+local function pump(timeout_ms)
+  run_ready()
+  local wait = timeout_ms or 0
+  if runq_n > 0 then wait = 0 end
+  if timers[1] then
+    local dt = (timers[1].at - monotime()) * 1000
+    if dt < wait then wait = dt > 0 and dt or 0 end
+  end
+  if driver then
+    driver.pump(wait)
+  else
+    local _, ready = loop.multi():perform(wait)
+    deliver(ready)
+  end
+  fire_timers()
+  run_ready()
+  return live > 0 or (multi ~= nil and multi:count() > 0)
+end
+loop.pump = pump
+
+local function raise_errors()
+  local t = table.remove(errors, 1)
+  if t then
+    t.handled = true
+    error(t.trace, 0)
+  end
+end
+
+--- Drive everything for at most timeout_ms (0: never blocks; for game loops).
+---@param timeout_ms? number
+---@return boolean busy true while tasks or transfers remain
+function loop.step(timeout_ms)
+  local busy = pump(timeout_ms or 0)
+  raise_errors()
+  return busy
+end
+
+--- Run until every task has finished; raises the first unhandled task error
+--- (with the task's traceback).
+function loop.run()
+  if current_task() then error("oai.run: called from inside a task", 2) end
+  while true do
+    raise_errors()
+    if live == 0 and runq_n == 0 then break end
+    pump(1000)
+  end
+  raise_errors()
+end
+
+--- Wait until the request has news (headers, data or completion), or at
+--- most `timeout` seconds when given.  Inside a task this yields to the
+--- loop; elsewhere it drives the loop.
+function loop.wait(req, timeout)
+  if news[req] then news[req] = nil; return end
+  local t = current_task()
+  if t then
+    waiting[req] = t
+    t.blocked = true
+    local tm
+    if timeout then
+      tm = add_timer { at = monotime() + timeout, fn = function()
+        if waiting[req] == t then waiting[req] = nil; schedule(t) end
+      end }
+    end
+    co_yield()
+    if tm then loop.cancel_timer(tm) end
+    return
+  end
+  local deadline = timeout and monotime() + timeout
+  while not news[req] do
+    local wait = 1000
+    if deadline then
+      wait = (deadline - monotime()) * 1000
+      if wait <= 0 then return end
+    end
+    pump(wait)
+  end
+  news[req] = nil
+end
+
+--- Start a transfer on the loop's multi handle.
+function loop.start(req)
+  loop.multi():add(req)
+  if driver then driver.started(req) end
+end
+
+--- Stop waiting for req (after a cancel).
+function loop.forget(req)
+  waiting[req] = nil
+  news[req] = nil
+end
+
+--- Sleep for `seconds`; inside a task other tasks keep running.
+---@param seconds number
+function loop.sleep(seconds)
+  local at = monotime() + (seconds or 0)
+  local t = current_task()
+  if t then
+    add_timer { at = at, task = t }
+    t.blocked = true
+    co_yield()
+    return
+  end
+  while true do
+    local left = at - monotime()
+    if left <= 0 then break end
+    pump(left * 1000)
+  end
+end
+
+--- Let other tasks run (inside a task); a no-op elsewhere.
+function loop.yield()
+  local t = current_task()
+  if t then co_yield() end
+end
+
+--- Call fn after `seconds` from the loop (not inside a task).
+function loop.after(seconds, fn)
+  return add_timer { at = monotime() + seconds, fn = fn }
+end
+
+function loop.cancel_timer(tm)
+  for i = 1, #timers do
+    if timers[i] == tm then table.remove(timers, i); return end
+  end
+end
+
+--- oai.spawn([opts,] fn, ...) -> task.  opts.on_error(err, traceback)
+--- handles the task's error instead of oai.run() raising it.
+function loop.spawn(opts, fn, ...)
+  local args
+  if type(opts) == "function" then
+    args = { n = select("#", fn, ...), fn, ... }
+    fn, opts = opts, nil
+  else
+    if type(opts) ~= "table" then error("oai.spawn: expected a function", 2) end
+    if type(fn) ~= "function" then error("oai.spawn: expected a function after the options", 2) end
+    args = { n = select("#", ...), ... }
+  end
+  local task = setmetatable({ on_error = opts and opts.on_error }, Task)
+  task.co = co_create(function() return fn(unpack(args, 1, args.n)) end)
+  task_of[task.co] = task
+  live = live + 1
+  schedule(task)
+  return task
+end
+
+---@return boolean
+function Task:is_done() return self.done == true end
+
+--- Wait for the task to finish: its return values, or nil, err if it failed
+--- (the error is then considered handled).
+function Task:wait()
+  self.joined = true
+  if not self.done then
+    local me = current_task()
+    if me then
+      if me == self then error("oai: a task cannot wait for itself", 2) end
+      self.joiners = self.joiners or {}
+      self.joiners[#self.joiners + 1] = me
+      me.blocked = true
+      co_yield()
+    else
+      while not self.done do pump(1000) end
+    end
+  end
+  if self.err ~= nil then
+    self.handled = true
+    for i = #errors, 1, -1 do if errors[i] == self then table.remove(errors, i) end end
+    return nil, self.err
+  end
+  local r = self.results
+  return unpack(r, 1, r.n)
+end
+
+--- Install an external driver (oai.uv): the driver owns waiting.
+function loop.set_driver(d) driver = d end
+
+function loop.stats()
+  return { tasks = live, runnable = runq_n, timers = #timers,
+           transfers = multi and multi:count() or 0 }
+end
+
+return loop

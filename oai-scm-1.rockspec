@@ -1,0 +1,35 @@
+rockspec_format = "3.0"
+package = "oai"
+version = "scm-1"
+source = { url = "git+https://example.invalid/oai.git" }
+description = {
+  summary = "OpenAI-compatible Chat Completions for Lua, with its core in C",
+  detailed = "Streaming (SSE), tool calls, retries and tasks over libcurl's multi interface.",
+  license = "MIT",
+}
+dependencies = { "lua >= 5.1" }
+test_dependencies = { "busted", "lua-cjson" }
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["oai.core"] = {
+      sources = { "src/core.c", "src/json.c", "src/sse.c", "src/lsse.c", "src/http.c", "src/chunk.c" },
+      incdirs = { "src", "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl", "m" },
+      defines = {},
+    },
+    ["oai"] = "lua/oai/init.lua",
+    ["oai.loop"] = "lua/oai/loop.lua",
+    ["oai.errors"] = "lua/oai/errors.lua",
+    ["oai.stream"] = "lua/oai/stream.lua",
+    ["oai.testing"] = "lua/oai/testing.lua",
+    ["oai.testing.app"] = "lua/oai/testing/app.lua",
+    ["oai.testing.chat"] = "lua/oai/testing/chat.lua",
+    ["oai.testing.json"] = "lua/oai/testing/json.lua",
+  },
+}
+test = { type = "busted" }

@@ -1,0 +1,413 @@
+-- The client against the local server: requests, errors, retries, timeouts,
+-- TLS, HTTP/2, connection reuse, tasks.
+local oai = require "oai"
+local server = require "server"
+
+local KEY = "sk-test-0123456789abcdef"
+
+local function user(text) return { role = "user", content = text } end
+
+describe("oai client", function()
+  local srv, client
+
+  lazy_setup(function()
+    srv = server.start { tls = true }
+    client = oai.new { base_url = srv.url, api_key = KEY, max_retries = 2 }
+  end)
+
+  lazy_teardown(function()
+    if srv then srv:stop() end
+  end)
+
+  before_each(function() srv:clear() end)
+
+  local function chat(headers, extra)
+    local req = { model = "test-model", messages = { user("hello there") } }
+    for k, v in pairs(extra or {}) do req[k] = v end
+    return client:chat(req, { headers = headers })
+  end
+
+  describe("chat", function()
+    it("returns the decoded completion with integers as integers", function()
+      local res, err = chat()
+      assert.is_nil(err)
+      assert.equal("Hello! You said: hello there", res.choices[1].message.content)
+      assert.equal("chat.completion", res.object)
+      assert.equal(0, res.choices[1].index)
+      assert.equal(1700000000, res.created)
+      if math.type then
+        assert.equal("integer", math.type(res.created))
+        assert.equal("integer", math.type(res.usage.total_tokens))
+      end
+      assert.equal(res.usage.prompt_tokens + res.usage.completion_tokens, res.usage.total_tokens)
+    end)
+
+    it("sends the request exactly as given, with sorted keys and vendor fields", function()
+      local req = {
+        model = "test-model",
+        messages = { user("hi"), { role = "assistant", content = oai.null } },
+        enable_thinking = false, llmgw_thinking = { budget = 100 }, reasoning_effort = "low",
+        tools = oai.array(), temperature = 0.5, max_tokens = 7, logit_bias = { ["50256"] = -100 },
+      }
+      local res, err = client:chat(req)
+      assert.is_nil(err)
+      assert.truthy(res)
+      local r = srv:last_request()
+      assert.equal("POST", r.method)
+      assert.equal("/v1/chat/completions", r.path)
+      assert.equal('{"enable_thinking":false,"llmgw_thinking":{"budget":100},"logit_bias":{"50256":-100},'
+        .. '"max_tokens":7,"messages":[{"content":"hi","role":"user"},{"content":null,"role":"assistant"}],'
+        .. '"model":"test-model","reasoning_effort":"low","temperature":0.5,"tools":[]}', r.body)
+      assert.equal("application/json", r.headers["content-type"])
+      assert.equal("application/json", r.headers["accept"])
+      assert.equal("Bearer " .. KEY, r.headers["authorization"])
+      assert.truthy(r.headers["user-agent"]:find("^oai%-lua/"))
+      assert.is_nil(r.headers["expect"])
+    end)
+
+    it("adds no Authorization header without a key, and sends extra headers", function()
+      -- OPENAI_API_KEY may be set in the environment: "" means no key
+      local c = oai.new { base_url = srv.url, api_key = "", headers = { ["X-Org"] = "o1" } }
+      assert.truthy(c:chat({ model = "m", messages = { user("x") } }, { headers = { ["X-Call"] = "c1" } }))
+      local r = srv:last_request()
+      assert.is_nil(r.headers["authorization"])
+      assert.equal("o1", r.headers["x-org"])
+      assert.equal("c1", r.headers["x-call"])
+    end)
+
+    it("lets a user header replace a default one", function()
+      assert.truthy(chat({ ["accept"] = "application/x-custom" }))
+      assert.equal("application/x-custom", srv:last_request().headers["accept"])
+    end)
+
+    it("raises on an unencodable request, naming the path", function()
+      assert.has_error(function()
+        client:chat { model = "m", messages = { user("a"), { role = "user", content = print } } }
+      end, "oai.json.encode: messages[2].content: cannot encode a function")
+    end)
+
+    it("raises on header injection without echoing the value", function()
+      local ok, err = pcall(chat, { ["X-Evil"] = "a\r\nX-Injected: 1" })
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("X-Evil", 1, true))
+      assert.falsy(tostring(err):find("X-Injected", 1, true))
+      assert.equal(0, #srv:requests())
+    end)
+
+    it("exposes response metadata with oai.meta", function()
+      local res = assert(chat())
+      local m = oai.meta(res)
+      assert.equal(200, m.status)
+      assert.truthy(m.request_id:find("^req_test_"))
+      assert.equal(m.request_id, m.headers["x-request-id"])
+      assert.equal(1, m.attempts)
+      assert.truthy(m.elapsed >= 0)
+    end)
+  end)
+
+  describe("models, get and post", function()
+    it("lists models", function()
+      local models, err = client:models()
+      assert.is_nil(err)
+      assert.truthy(#models >= 3)
+      assert.equal("test-model", models[1].id)
+      assert.equal("GET", srv:last_request().method)
+      assert.equal("/v1/models", srv:last_request().path)
+    end)
+
+    it("gets and posts other endpoints", function()
+      local m = assert(client:get("/models/reasoner"))
+      assert.equal("reasoner", m.id)
+      local echo = assert(client:post("/echo", { a = 1, b = oai.array() }))
+      assert.equal('{"a":1,"b":[]}', echo.body)
+    end)
+  end)
+
+  describe("errors", function()
+    it("maps an error envelope to kind api with its fields", function()
+      local res, err = chat({ ["x-test-status"] = "400" })
+      assert.is_nil(res)
+      assert.equal("api", err.kind)
+      assert.equal(400, err.status)
+      assert.equal("invalid_request_error", err.type)
+      assert.equal("Test error 400", err.message)
+      assert.truthy(err.request_id:find("^req_test_"))
+      assert.equal(1, err.attempts)
+      assert.equal("oai: 400 invalid_request_error: Test error 400 (request " .. err.request_id .. ")", tostring(err))
+    end)
+
+    it("maps a non-JSON error page to kind http with the body", function()
+      local _, err = chat({ ["x-test-status"] = "404", ["x-test-envelope"] = "0" })
+      assert.equal("http", err.kind)
+      assert.equal(404, err.status)
+      assert.truthy(err.body:find("<html>", 1, true))
+      assert.truthy(tostring(err):find("^oai: 404 http: "))
+    end)
+
+    it("reports connection failures as kind network with the libcurl name", function()
+      local c = oai.new { base_url = "http://127.0.0.1:1/v1", api_key = KEY, max_retries = 0 }
+      local _, err = c:chat { model = "m", messages = { user("x") } }
+      assert.equal("network", err.kind)
+      assert.equal("COULDNT_CONNECT", err.name)
+      assert.equal(1, err.attempts)
+    end)
+
+    it("reports a 2xx body that is not JSON as kind protocol", function()
+      srv:script("notjson", { { status = 200, headers = { ["content-type"] = "application/json" } },
+                              { send = "this is not json" } })
+      local _, err = chat({ ["x-test-script"] = "notjson" })
+      assert.equal("protocol", err.kind)
+      assert.equal("this is not json", err.body)
+    end)
+
+    it("never shows the API key, even when the server echoes it", function()
+      srv:script("echo-key", { { status = 500, headers = { ["content-type"] = "text/plain" } },
+                               { send = "bad key " .. KEY .. " here" } })
+      local _, err = client:chat({ model = "m", messages = { user("x") } },
+        { headers = { ["x-test-script"] = "echo-key" }, max_retries = 0 })
+      assert.equal("http", err.kind)
+      assert.falsy(err.body:find(KEY, 1, true))
+      assert.falsy(tostring(err):find(KEY, 1, true))
+      assert.truthy(err.body:find("[REDACTED]", 1, true))
+      assert.falsy(tostring(client):find(KEY, 1, true))
+    end)
+  end)
+
+  describe("retries", function()
+    local fast = 0.05
+    local function key() return "k" .. tostring(math.random(1, 1e9)) end
+
+    it("retries 429 and 5xx up to max_retries, counting attempts", function()
+      local t0 = oai.core.monotime()
+      local _, err = client:chat({ model = "m", messages = { user("x") } },
+        { headers = { ["x-test-status"] = "503", ["x-test-retry-after-ms"] = "10" } })
+      assert.equal(503, err.status)
+      assert.equal(3, err.attempts)
+      assert.equal(3, #srv:requests())
+      assert.truthy(oai.core.monotime() - t0 < 1)
+      assert.truthy(tostring(err):find("3 attempts", 1, true))
+    end)
+
+    it("succeeds after transient failures", function()
+      local res, err = chat({ ["x-test-status"] = "429", ["x-test-fail-times"] = "2",
+                              ["x-test-key"] = key(), ["x-test-retry-after-ms"] = "10" })
+      assert.is_nil(err)
+      assert.equal(3, oai.meta(res).attempts)
+    end)
+
+    it("does not retry other 4xx", function()
+      local _, err = chat({ ["x-test-status"] = "401" })
+      assert.equal(1, err.attempts)
+      assert.equal(1, #srv:requests())
+    end)
+
+    it("retries 408 and 409", function()
+      for _, st in ipairs({ "408", "409" }) do
+        srv:clear()
+        local _, err = chat({ ["x-test-status"] = st, ["x-test-retry-after-ms"] = "1" })
+        assert.equal(3, err.attempts)
+      end
+    end)
+
+    it("honours x-should-retry both ways", function()
+      local _, err = chat({ ["x-test-status"] = "500", ["x-test-should-retry"] = "false" })
+      assert.equal(1, err.attempts)
+      srv:clear()
+      _, err = chat({ ["x-test-status"] = "400", ["x-test-should-retry"] = "true",
+                      ["x-test-retry-after-ms"] = "1" })
+      assert.equal(3, err.attempts)
+    end)
+
+    it("waits retry-after-ms, retry-after seconds and an HTTP-date retry-after", function()
+      local t0 = oai.core.monotime()
+      chat({ ["x-test-status"] = "429", ["x-test-fail-times"] = "1", ["x-test-key"] = key(),
+             ["x-test-retry-after-ms"] = "300" })
+      local dt = oai.core.monotime() - t0
+      assert.truthy(dt >= 0.29 and dt < 1.5, dt)
+      t0 = oai.core.monotime()
+      chat({ ["x-test-status"] = "429", ["x-test-fail-times"] = "1", ["x-test-key"] = key(),
+             ["x-test-retry-after"] = "1" })
+      dt = oai.core.monotime() - t0
+      assert.truthy(dt >= 0.99 and dt < 2.5, dt)
+      local date = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 2)
+      t0 = oai.core.monotime()
+      local res, err = chat({ ["x-test-status"] = "429", ["x-test-fail-times"] = "1", ["x-test-key"] = key(),
+                              ["x-test-retry-after"] = date })
+      dt = oai.core.monotime() - t0
+      assert.is_nil(err)
+      assert.truthy(res)
+      assert.truthy(dt >= 0.9 and dt < 3.5, dt)
+      assert.equal(err, nil)
+    end)
+
+    it("parses retry-after values and ignores out-of-range ones for backoff", function()
+      assert.equal(0.25, oai._retry_after({ ["retry-after-ms"] = "250" }))
+      assert.equal(3, oai._retry_after({ ["retry-after"] = "3" }))
+      local d = oai._retry_after({ ["retry-after"] = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 10) })
+      assert.truthy(d > 8 and d <= 10)
+      -- 120 s is above the 60 s cap: exponential backoff instead
+      local b = oai._backoff(1, { ["retry-after"] = "120" })
+      assert.truthy(b > 0.37 and b <= 0.5, b)
+      b = oai._backoff(3, {})
+      assert.truthy(b > 1.49 and b <= 2, b)
+      b = oai._backoff(10, {})
+      assert.truthy(b > 5.99 and b <= 8, b)
+    end)
+
+    it("retries dropped connections", function()
+      local _, err = client:chat({ model = "m", messages = { user("x") } },
+        { headers = { ["x-test-drop"] = "before-headers" }, max_retries = 1 })
+      assert.equal("network", err.kind)
+      assert.equal(2, err.attempts)
+      -- libcurl itself may retry once on a fresh connection when a reused
+      -- one dies before answering
+      assert.truthy(#srv:requests() >= 2)
+    end)
+  end)
+
+  describe("timeouts", function()
+    it("enforces the total timeout", function()
+      local t0 = oai.core.monotime()
+      local _, err = client:chat({ model = "m", messages = { user("x") } },
+        { headers = { ["x-test-delay-ms"] = "3000" }, timeout = 0.3, max_retries = 0 })
+      assert.equal("timeout", err.kind)
+      assert.equal("OPERATION_TIMEDOUT", err.name)
+      assert.truthy(oai.core.monotime() - t0 < 2)
+    end)
+
+    it("enforces the idle timeout when no byte arrives", function()
+      local t0 = oai.core.monotime()
+      local _, err = client:chat({ model = "m", messages = { user("x") } },
+        { headers = { ["x-test-stall-ms"] = "4000" }, idle_timeout = 1, max_retries = 0 })
+      assert.equal("timeout", err.kind)
+      local dt = oai.core.monotime() - t0
+      assert.truthy(dt >= 0.9 and dt < 3.5, dt)
+    end)
+
+    it("enforces the connect timeout", function()
+      -- a listener that never accepts, its backlog filled: SYNs go unanswered
+      local socket = require "socket"
+      local l = assert(socket.tcp())
+      assert(l:bind("127.0.0.1", 0))
+      assert(l:listen(0))
+      local _, port = l:getsockname()
+      local fill = {}
+      for i = 1, 3 do
+        fill[i] = socket.tcp()
+        fill[i]:settimeout(0)
+        fill[i]:connect("127.0.0.1", port)
+      end
+      socket.sleep(0.1)
+      local c = oai.new { base_url = "http://127.0.0.1:" .. port .. "/v1", connect_timeout = 0.3, max_retries = 0 }
+      local t0 = oai.core.monotime()
+      local _, err = c:chat { model = "m", messages = { user("x") } }
+      local dt = oai.core.monotime() - t0
+      for i = 1, 3 do fill[i]:close() end
+      l:close()
+      assert.equal("timeout", err.kind)
+      assert.truthy(dt >= 0.25 and dt < 2, dt)
+    end)
+  end)
+
+  describe("TLS", function()
+    it("verifies the server with the generated CA and uses HTTP/2", function()
+      local c = oai.new { base_url = srv.tls_url, api_key = KEY, ca_file = srv.ca_file }
+      local res, err = c:chat { model = "m", messages = { user("tls") } }
+      assert.is_nil(err)
+      assert.equal("Hello! You said: tls", res.choices[1].message.content)
+      local r = srv:last_request()
+      assert.equal("HTTP/2.0", r.protocol)
+      assert.equal("https", r.scheme)
+    end)
+
+    it("fails verification against an unknown CA", function()
+      local c = oai.new { base_url = srv.tls_url, ca_file = srv.other_ca_file, max_retries = 0 }
+      local _, err = c:chat { model = "m", messages = { user("x") } }
+      assert.equal("network", err.kind)
+      assert.equal("SSL_CACERT", err.name)
+      assert.equal(0, #srv:requests())
+    end)
+
+    it("can skip verification when asked", function()
+      local c = oai.new { base_url = srv.tls_url, verify = false }
+      assert.truthy(c:chat { model = "m", messages = { user("x") } })
+    end)
+  end)
+
+  describe("connections", function()
+    it("reuses one connection for sequential requests", function()
+      for _ = 1, 5 do assert.truthy(chat()) end
+      local rs = srv:requests()
+      assert.equal(5, #rs)
+      for i = 2, 5 do assert.equal(rs[1].connection, rs[i].connection) end
+    end)
+  end)
+
+  describe("tasks", function()
+    it("runs 100 concurrent chats on one thread", function()
+      local results = {}
+      local t0 = oai.core.monotime()
+      for i = 1, 100 do
+        oai.spawn(function()
+          local res, err = client:chat({ model = "m", messages = { user("n" .. i) } },
+            { headers = { ["x-test-delay-ms"] = "200" } })
+          assert(res, err)
+          results[i] = res.choices[1].message.content
+        end)
+      end
+      oai.run()
+      local dt = oai.core.monotime() - t0
+      for i = 1, 100 do assert.equal("Hello! You said: n" .. i, results[i]) end
+      -- sequentially this would take 20 s
+      assert.truthy(dt < 5, dt)
+    end)
+
+    it("surfaces a task error from oai.run with the task's traceback", function()
+      oai.spawn(function()
+        local res = assert(chat())
+        local function inner() error("boom in task: " .. res.object) end
+        inner()
+      end)
+      local ok, err = pcall(oai.run)
+      assert.is_false(ok)
+      assert.truthy(err:find("boom in task: chat.completion", 1, true))
+      assert.truthy(err:find("inner", 1, true) or err:find("traceback", 1, true))
+    end)
+
+    it("gives a task's error to its own handler instead", function()
+      local seen
+      oai.spawn({ on_error = function(e) seen = e end }, function() error("handled", 0) end)
+      oai.run()
+      assert.equal("handled", seen)
+    end)
+
+    it("lets other tasks progress while one sleeps, and step(0) never blocks", function()
+      local order = {}
+      oai.spawn(function() oai.sleep(0.2); order[#order + 1] = "slow" end)
+      oai.spawn(function() assert(chat()); order[#order + 1] = "chat" end)
+      local t0 = oai.core.monotime()
+      oai.step(0)
+      assert.truthy(oai.core.monotime() - t0 < 0.05)
+      oai.run()
+      assert.same({ "chat", "slow" }, order)
+    end)
+
+    it("blocks instead of yielding inside a foreign coroutine", function()
+      local co = coroutine.create(function()
+        local res = chat()
+        return res.choices[1].message.content
+      end)
+      local ok, v = coroutine.resume(co)
+      assert.is_true(ok)
+      assert.equal("Hello! You said: hello there", v)
+      assert.equal("dead", coroutine.status(co))
+    end)
+
+    it("joins a task with task:wait()", function()
+      local t = oai.spawn(function(a, b) oai.sleep(0.01); return a + b, "x" end, 2, 3)
+      local s, x = t:wait()
+      assert.equal(5, s)
+      assert.equal("x", x)
+    end)
+  end)
+end)
