@@ -757,7 +757,10 @@ static int request_read_records(lua_State *L) {
     lua_rawseti(L, 2, ++c.n);
     lua_pushliteral(L, "");
     lua_rawseti(L, 2, ++c.n);
-    lua_pushstring(L, oai_sse_strerror(rc));
+    if (rc == OAI_SSE_ETOOBIG)
+      lua_pushfstring(L, "%s (%d)", oai_sse_strerror(rc), (int)r->sse.max);
+    else
+      lua_pushstring(L, oai_sse_strerror(rc));
     lua_rawseti(L, 2, ++c.n);
   }
   lua_pushinteger(L, c.n);

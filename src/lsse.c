@@ -31,6 +31,7 @@ typedef struct lsse {
   unsigned char open;   /* 0 once closed (or not yet initialised) */
   unsigned char busy;   /* 1 while feed parses; see above */
   unsigned char lost;   /* a feed was interrupted by a Lua error */
+  unsigned long long meta;   /* records(): hash of the last chunk metadata */
 } lsse;
 
 /* upvalues of the parsing closure: interned keys and common values, so an
@@ -251,7 +252,56 @@ static int sse_new(lua_State *L) {
   return 1;
 }
 
+typedef struct rec_ctx {
+  lua_State *L;
+  lsse *u;
+  int n, raw;
+} rec_ctx;
+
+static int record_event(void *ud, const oai_sse_event *ev) {
+  rec_ctx *c = (rec_ctx *)ud;
+  return oai_chunk_records(c->L, 3, &c->n, ev->type, ev->type_len, ev->data,
+                           ev->data_len, &c->u->meta, c->raw);
+}
+
+/* p:records(bytes, out[, flags[, final]]) -> n, stop: the streaming hot
+   path for transports written in Lua (oai.ngx): frames bytes and decodes
+   each chat.completion.chunk into records out[1..n] (see chunk.c); stop
+   after [DONE], an error event or a bad chunk.  flags 1: whole chunks.
+   final: terminate an unterminated last event first. */
+static int sse_records(lua_State *L) {
+  lsse *u = check_sse(L, 1);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  rec_ctx c;
+  int rc;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  if (u->busy) return luaL_error(L, "attempt to feed an oai.sse from inside its own feed");
+  c.L = L;
+  c.u = u;
+  c.n = 0;
+  c.raw = (int)(luaL_optinteger(L, 4, 0) & 1);
+  lua_settop(L, 5);
+  u->lost = 1;   /* until the feed returns: a raised error loses the position */
+  rc = oai_sse_feed(&u->p, s, len, record_event, &c);
+  if (rc == 0 && lua_toboolean(L, 5) && oai_sse_pending(&u->p))
+    rc = oai_sse_feed(&u->p, "\n\n", 2, record_event, &c);
+  u->lost = 0;
+  if (rc < 0) {
+    lua_pushinteger(L, 15);   /* a BAD record: the parser failed */
+    lua_rawseti(L, 3, ++c.n);
+    lua_pushliteral(L, "");
+    lua_rawseti(L, 3, ++c.n);
+    push_feed_error(L, u, rc);
+    lua_rawseti(L, 3, ++c.n);
+  }
+  lua_pushinteger(L, c.n);
+  lua_pushboolean(L, rc != 0);
+  return 2;
+}
+
 static const luaL_Reg sse_methods[] = {
+  {"records", sse_records},
   {"retry", sse_retry},
   {"pending", sse_pending},
   {"reset", sse_reset},
