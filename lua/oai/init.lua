@@ -230,11 +230,42 @@ local function transport_error(name, message, key)
   }, key)
 end
 
+---------------------------------------------------------------- transports
+
+-- A transport makes requests progress.  The default drives libcurl's multi
+-- handle from oai.loop; inside OpenResty, oai.ngx speaks HTTP over
+-- cosockets.  Its requests have the methods of oai.request (status,
+-- headers, header, body, is_sse, read_records, pending, result, cancel,
+-- close, info).
+local curl_transport = {
+  name = "curl",
+  request = core.request,
+  start = loop.start,
+  wait = loop.wait,
+  forget = loop.forget,
+}
+oai.curl_transport = curl_transport
+
+local transport_override
+
+--- Use another transport for every client (nil: automatic).
+function oai.set_transport(t) transport_override = t end
+
+local function transport()
+  if transport_override then return transport_override end
+  if type(ngx) == "table" and type(ngx.get_phase) == "function" then
+    return require("oai.ngx").transport()   -- raises naming the phase where cosockets cannot run
+  end
+  return curl_transport
+end
+oai.transport = transport
+
 ---------------------------------------------------------------- requests
 
 -- Start one attempt and wait for its headers (stream) or its end.
 local function attempt(self, o, method, url, body, call, stream, key)
-  local req = core.request {
+  local T = transport()
+  local req = T.request {
     url = url,
     method = method,
     headers = header_table(self, call, key, stream and "text/event-stream" or "application/json", body ~= nil),
@@ -249,17 +280,18 @@ local function attempt(self, o, method, url, body, call, stream, key)
     max_body_bytes = o.max_body_bytes or nil,
     max_event_bytes = o.max_event_bytes or nil,
   }
-  loop.start(req)
+  T.start(req)
   -- no pcall around the waits: Lua 5.1 cannot yield across it.  If the
   -- waiting task dies, the transfer still ends and is then released.
+  local wait = T.wait
   if stream then
-    while not req:result() and not req:status() do loop.wait(req) end
+    while not req:result() and not req:status() do wait(req) end
     local st = req:status()
     if st and (st < 200 or st > 299) then
-      while not req:result() do loop.wait(req) end
+      while not req:result() do wait(req) end
     end
   else
-    while not req:result() do loop.wait(req) end
+    while not req:result() do wait(req) end
   end
   return req
 end
@@ -423,7 +455,7 @@ local function open_stream(self, request, opts)
   local meta = { status = req:status(), headers = req:headers(),
                  request_id = req:header("x-request-id"), attempts = attempts }
   return stream_mod.new(req, {
-    key = key, status = meta.status, request_id = meta.request_id,
+    key = key, status = meta.status, request_id = meta.request_id, transport = transport(),
     grace = o.grace,
     remember = function(doc)
       local m = {}

@@ -394,6 +394,7 @@ function M.new(req, ctx)
     _req = req, _out = {}, _ri = 1, _rn = 0, _flags = 0,
     acc = M.accumulator(), finished = false, ctx = ctx or {},
     grace = ctx and ctx.grace or 2,
+    T = ctx and ctx.transport or { wait = loop.wait, forget = loop.forget },
   }, Stream)
   guard(s, req)
   return s
@@ -422,7 +423,7 @@ function Stream:_finish(err)
   local req = self._req
   if req then
     if not req:result() then req:cancel() end
-    loop.forget(req)
+    self.T.forget(req)
     req:close()
   end
 end
@@ -466,13 +467,13 @@ function Stream:_fill()
       -- is the body an event stream? known with the first body byte
       local sse = req:is_sse()
       if sse == nil and not done then
-        loop.wait(req)
+        self.T.wait(req)
       else
         self._plain = not sse
       end
     elseif self._plain then
       if not done then
-        loop.wait(req)
+        self.T.wait(req)
       else
         if ok then self:_plain_body()
         else self:_finish(stream_error(self, { kind = name == "OPERATION_TIMEDOUT" and "timeout" or
@@ -524,9 +525,9 @@ function Stream:_fill()
           self._ended = true
           return false
         end
-        loop.wait(req, left)
+        self.T.wait(req, left)
       else
-        loop.wait(req)
+        self.T.wait(req)
       end
     end
   end
