@@ -997,9 +997,10 @@ static int push_ready(lua_State *L, multi *m, int running) {
       if (code > 0 && r->headers_done) r->status = code;
     }
     mark_ready(r);
-    /* remove now so its connection goes back to the pool, but keep it
-       in the ready list (and pinned) until it is pushed below */
-    curl_multi_remove_handle(m->handle, r->easy);
+    /* the handle stays in the multi (its connection is already back in
+       the pool) until the request is closed: removing 50 handles costs
+       milliseconds, and closing happens in task code, which a game loop's
+       step budget spreads over frames */
   }
   lua_pushinteger(L, running);
   lua_newtable(L);
@@ -1011,13 +1012,8 @@ static int push_ready(lua_State *L, multi *m, int running) {
     r->next_ready = NULL;
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->ref);
     lua_rawseti(L, -2, ++n);
-    if (r->done) {
-      /* unpin: finished requests are no longer driven by the multi */
-      if (r->prev) r->prev->next = r->next;
-      else m->attached = r->next;
-      if (r->next) r->next->prev = r->prev;
-      r->next = r->prev = NULL;
-      r->m = NULL;
+    if (r->done && r->ref != LUA_NOREF) {
+      /* unpin: a finished request lives as long as Lua holds it */
       luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
       r->ref = LUA_NOREF;
     }
@@ -1062,12 +1058,12 @@ static int multi_timeout(lua_State *L) {
   return 1;
 }
 
-/* multi:count() -> number of attached (running) requests */
+/* multi:count() -> number of running requests */
 static int multi_count(lua_State *L) {
   multi *m = check_multi(L, 1);
   int n = 0;
   request *r;
-  for (r = m->attached; r != NULL; r = r->next) n++;
+  for (r = m->attached; r != NULL; r = r->next) if (!r->done) n++;
   lua_pushinteger(L, n);
   return 1;
 }

@@ -264,29 +264,20 @@ static int record_event(void *ud, const oai_sse_event *ev) {
                            ev->data_len, &c->u->meta, c->raw);
 }
 
-/* p:records(bytes, out[, flags[, final]]) -> n, stop: the streaming hot
-   path for transports written in Lua (oai.ngx): frames bytes and decodes
-   each chat.completion.chunk into records out[1..n] (see chunk.c); stop
-   after [DONE], an error event or a bad chunk.  flags 1: whole chunks.
-   final: terminate an unterminated last event first. */
-static int sse_records(lua_State *L) {
-  lsse *u = check_sse(L, 1);
+/* the protected part of records: (ud, bytes, out, flags, final) -> n, stop */
+static int sse_records_parse(lua_State *L) {
+  lsse *u = (lsse *)lua_touserdata(L, 1);
   size_t len;
-  const char *s = luaL_checklstring(L, 2, &len);
+  const char *s = lua_tolstring(L, 2, &len);
   rec_ctx c;
   int rc;
-  luaL_checktype(L, 3, LUA_TTABLE);
-  if (u->busy) return luaL_error(L, "attempt to feed an oai.sse from inside its own feed");
   c.L = L;
   c.u = u;
   c.n = 0;
-  c.raw = (int)(luaL_optinteger(L, 4, 0) & 1);
-  lua_settop(L, 5);
-  u->lost = 1;   /* until the feed returns: a raised error loses the position */
+  c.raw = (int)(lua_tointeger(L, 4) & 1);
   rc = oai_sse_feed(&u->p, s, len, record_event, &c);
   if (rc == 0 && lua_toboolean(L, 5) && oai_sse_pending(&u->p))
     rc = oai_sse_feed(&u->p, "\n\n", 2, record_event, &c);
-  u->lost = 0;
   if (rc < 0) {
     lua_pushinteger(L, 15);   /* a BAD record: the parser failed */
     lua_rawseti(L, 3, ++c.n);
@@ -297,6 +288,40 @@ static int sse_records(lua_State *L) {
   }
   lua_pushinteger(L, c.n);
   lua_pushboolean(L, rc != 0);
+  return 2;
+}
+
+/* p:records(bytes, out[, flags[, final]]) -> n, stop: the streaming hot
+   path for transports written in Lua (oai.ngx): frames bytes and decodes
+   each chat.completion.chunk into records out[1..n] (see chunk.c); stop
+   after [DONE], an error event or a bad chunk.  flags 1: whole chunks.
+   final: terminate an unterminated last event first.  Protected like feed:
+   a close from a finalizer waits, a raised error marks the position lost. */
+static int sse_records(lua_State *L) {
+  lsse *u = check_sse(L, 1);
+  int status;
+  luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_optinteger(L, 4, 0);
+  if (u->busy) return luaL_error(L, "attempt to feed an oai.sse from inside its own feed");
+  if (u->lost) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "oai.sse: stream position lost (an earlier feed raised an error); call reset()");
+    return 2;
+  }
+  lua_settop(L, 5);
+  lua_pushcfunction(L, sse_records_parse);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 4);
+  lua_pushvalue(L, 5);
+  u->busy = 1;
+  status = lua_pcall(L, 5, 2, 0);
+  u->busy = 0;
+  if (status != LUA_OK) u->lost = 1;
+  if (!u->open) oai_sse_free(&u->p);   /* closed meanwhile */
+  if (status != LUA_OK) return lua_error(L);
   return 2;
 }
 

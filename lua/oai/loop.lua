@@ -96,15 +96,24 @@ finish_or_wait = function(task, ok, ...)
   if not task.blocked then schedule(task) end
 end
 
-local function run_ready()
+local function run_ready(deadline)
   -- only the tasks queued before this pass run now; those they wake wait
-  -- for the next pass, so a busy task cannot starve the transfers
+  -- for the next pass, so a busy task cannot starve the transfers.  With a
+  -- deadline (oai.step's budget) the rest stays queued for the next pass.
   local n = runq_n
   if n == 0 then return end
   local q = runq
   runq, runq_n = {}, 0
   for i = 1, n do
     local t = q[i]
+    if deadline and i > 1 and monotime() > deadline then
+      local rest, woken, wn = {}, runq, runq_n
+      local k = 0
+      for j = i, n do k = k + 1; rest[k] = q[j] end
+      for j = 1, wn do k = k + 1; rest[k] = woken[j] end
+      runq, runq_n = rest, k
+      return
+    end
     t.queued = false
     if not t.done and co_status(t.co) == "suspended" then
       t.blocked = false
@@ -147,8 +156,9 @@ loop.deliver = deliver
 --- One pump: resume runnable tasks, wait up to timeout_ms for transfers or
 --- timers, deliver what happened, resume again.  Never waits when timeout_ms
 --- is 0.  Returns true while tasks or transfers remain.
-local function pump(timeout_ms)
-  run_ready()
+local function pump(timeout_ms, budget_ms)
+  local deadline = budget_ms and monotime() + budget_ms / 1000
+  run_ready(deadline)
   local wait = timeout_ms or 0
   if runq_n > 0 then wait = 0 end
   if timers[1] then
@@ -162,7 +172,7 @@ local function pump(timeout_ms)
     deliver(ready)
   end
   fire_timers()
-  run_ready()
+  if not deadline or monotime() < deadline then run_ready(deadline) end
   return live > 0 or (multi ~= nil and multi:count() > 0)
 end
 loop.pump = pump
@@ -176,10 +186,13 @@ local function raise_errors()
 end
 
 --- Drive everything for at most timeout_ms (0: never blocks; for game loops).
+--- budget_ms bounds the time spent resuming tasks in this call; tasks left
+--- over run in the next step (for a steady frame time).
 ---@param timeout_ms? number
+---@param budget_ms? number
 ---@return boolean busy true while tasks or transfers remain
-function loop.step(timeout_ms)
-  local busy = pump(timeout_ms or 0)
+function loop.step(timeout_ms, budget_ms)
+  local busy = pump(timeout_ms or 0, budget_ms)
   raise_errors()
   return busy
 end
@@ -323,7 +336,36 @@ function Task:wait()
 end
 
 --- Install an external driver (oai.uv): the driver owns waiting.
+--- driver = { pump = function(wait_ms), wake = function(), started = function(req) }
 function loop.set_driver(d) driver = d end
+
+--- Options for the multi handle (socket_mode for external event loops).
+--- Replaces an idle multi; raises while transfers are running.
+function loop.set_multi_options(opts)
+  if multi then
+    if multi:count() > 0 then error("oai: cannot switch the transfer mode while transfers are running", 2) end
+    multi:close()
+    multi = nil
+  end
+  loop.multi_options = opts
+end
+
+--- One pass for an external driver: resume runnable tasks and fire due
+--- timers; returns the seconds until the next timer, or nil.  Unhandled
+--- task errors are raised (the host reports them).
+function loop.run_pass()
+  run_ready()
+  fire_timers()
+  run_ready()
+  raise_errors()
+  if timers[1] then
+    local dt = timers[1].at - monotime()
+    return dt > 0 and dt or 0
+  end
+  return nil
+end
+
+function loop.has_runnable() return runq_n > 0 end
 
 function loop.stats()
   return { tasks = live, runnable = runq_n, timers = #timers,

@@ -1,0 +1,36 @@
+-- Neovim host test: runs spec/hosts/nvim_streams.lua inside real headless
+-- Neovim (LuaJIT build of oai) and checks its exit code and report.
+local server = require "server"
+
+local function sh(cmd)
+  local ok, how, code = os.execute(cmd)
+  if type(ok) == "number" then return ok == 0, ok end   -- Lua 5.1
+  return ok == true, code
+end
+
+describe("Neovim host", function()
+  local have_nvim = sh("command -v nvim >/dev/null 2>&1")
+  local have_jit = io.open("build/luajit/oai/core.so", "rb")
+  if have_jit then have_jit:close() end
+
+  it("streams 20 replies into 20 buffers without blocking the editor", function()
+    assert.is_true(have_nvim, "nvim is not installed (Debian package neovim)")
+    assert.truthy(have_jit, "build/luajit/oai/core.so is missing: run make")
+    local srv = server.start {}
+    local result = os.tmpname()
+    local root = io.popen("pwd"):read("*l")
+    local ok, code = sh(("OAI_ROOT=%q OAI_URL=%q OAI_RESULT=%q timeout 60 nvim --headless -u NONE -i NONE -n -c 'luafile %s/spec/hosts/nvim_streams.lua' >/dev/null 2>&1")
+      :format(root, srv.url, result, root))
+    srv:stop()
+    local f = io.open(result, "r")
+    local report = f and f:read("*a") or "(no report)"
+    if f then f:close() end
+    os.remove(result)
+    print("\n  nvim: " .. report:gsub("\n$", ""))
+    assert.is_true(ok, "nvim exited with " .. tostring(code) .. ": " .. report)
+    assert.truthy(report:find("^ok "), report)
+    local lag = tonumber(report:match("max_timer_lag_ms=([%d%.]+)"))
+    -- a blocking call would show up as hundreds of milliseconds
+    assert.truthy(lag < 50, report)
+  end)
+end)
