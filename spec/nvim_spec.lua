@@ -33,4 +33,20 @@ describe("Neovim host", function()
     -- a blocking call would show up as hundreds of milliseconds
     assert.truthy(lag < 50, report)
   end)
+
+  it("runs the examples/nvim plugin: folded reasoning, <C-c> cancels", function()
+    assert.is_true(have_nvim, "nvim is not installed (Debian package neovim)")
+    local srv = server.start {}
+    local result = os.tmpname()
+    local root = io.popen("pwd"):read("*l")
+    local ok, code = sh(("OAI_ROOT=%q OAI_URL=%q OAI_RESULT=%q timeout 60 nvim --headless -u NONE -i NONE -n -c 'luafile %s/spec/hosts/nvim_plugin.lua' >/dev/null 2>&1")
+      :format(root, srv.url, result, root))
+    srv:stop()
+    local f = io.open(result, "r")
+    local report = f and f:read("*a") or "(no report)"
+    if f then f:close() end
+    os.remove(result)
+    assert.is_true(ok, "nvim exited with " .. tostring(code) .. ": " .. report)
+    assert.equal("ok\n", report)
+  end)
 end)

@@ -254,6 +254,21 @@ describe("streaming", function()
       assert.equal("w1 w2 ", err.partial.choices[1].message.content)
     end)
 
+    it("cancels a callback stream from outside, waking its task", function()
+      local got
+      local s = client:stream({ model = "m", messages = { user("x") } }, {
+        headers = { ["x-test-chunks"] = "100", ["x-test-chunk-delay-ms"] = "50" },
+        on_text = function() end,
+        on_done = function(res, err) got = { res, err } end,
+      })
+      oai.spawn(function() oai.sleep(0.2); s:cancel() end)
+      local t0 = oai.core.monotime()
+      oai.run()
+      assert.truthy(oai.core.monotime() - t0 < 1.5)
+      assert.is_nil(got[1])
+      assert.equal("canceled", got[2].kind)
+    end)
+
     if _VERSION == "Lua 5.4" then
       it("cancels when a for loop is left with break (Lua 5.4)", function()
         local s = assert(client:stream({ model = "m", messages = { user("x") } },

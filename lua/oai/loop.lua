@@ -246,10 +246,13 @@ function loop.start(req)
   if driver then driver.started(req) end
 end
 
---- Stop waiting for req (after a cancel).
+--- Stop waiting for req (after a cancel): a task waiting on it is resumed
+--- (it then sees the request finished).
 function loop.forget(req)
+  local t = waiting[req]
   waiting[req] = nil
   news[req] = nil
+  if t then schedule(t) end
 end
 
 --- Sleep for `seconds`; inside a task other tasks keep running.

@@ -1,0 +1,2 @@
+-- Registers :OaiChat (the module does it when loaded).
+require "oai_chat"
