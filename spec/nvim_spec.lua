@@ -30,8 +30,9 @@ describe("Neovim host", function()
     assert.is_true(ok, "nvim exited with " .. tostring(code) .. ": " .. report)
     assert.truthy(report:find("^ok "), report)
     local lag = tonumber(report:match("max_timer_lag_ms=([%d%.]+)"))
-    -- a blocking call would show up as hundreds of milliseconds
-    assert.truthy(lag < 50, report)
+    -- reported, loosely asserted (busy machines): a blocking call would
+    -- show up as hundreds of milliseconds
+    assert.truthy(lag < 150, report)
   end)
 
   it("runs the examples/nvim plugin: folded reasoning, <C-c> cancels", function()

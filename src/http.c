@@ -74,6 +74,7 @@ typedef struct request {
   int ready;                   /* linked into the ready list */
   int ref;                     /* registry ref pinning it while attached */
   struct curl_slist *headers;
+  struct curl_slist *resolve;  /* CURLOPT_RESOLVE entries */
   buf body;                    /* plain body, or raw event-stream bytes not yet framed */
   buf hdr;                     /* header lines of the final response */
   long status;
@@ -410,6 +411,8 @@ static int request_close(lua_State *L) {
   r->easy = NULL;
   curl_slist_free_all(r->headers);
   r->headers = NULL;
+  curl_slist_free_all(r->resolve);
+  r->resolve = NULL;
   buf_free(&r->body);
   buf_free(&r->hdr);
   oai_sse_free(&r->sse);
@@ -486,9 +489,10 @@ static void set_headers(lua_State *L, request *r, int idx) {
 #define SETOPT(opt, val) do { if (curl_easy_setopt(r->easy, opt, val) != CURLE_OK) \
   return luaL_error(L, "oai.request: libcurl refused option " #opt); } while (0)
 
-/* request{url=, method=, headers=, body=, stream=, timeout=, connect_timeout=,
-   idle_timeout=, proxy=, ca_file=, verify=, max_body_bytes=, max_event_bytes=}
-   -> req | raises on misuse.  Times are in seconds; 0 disables a timeout. */
+/* request{url=, method=, headers=, body=, stream=, timeout_ms=,
+   connect_timeout_ms=, idle_timeout_ms=, proxy=, ca_file=, verify=, resolve=,
+   max_body_bytes=, max_event_bytes=} -> req | raises on misuse.
+   0 disables a timeout or a limit. */
 static int request_new(lua_State *L) {
   request *r;
   const char *url, *method, *s;
@@ -573,6 +577,26 @@ static int request_new(lua_State *L) {
     SETOPT(CURLOPT_XFERINFODATA, (void *)r);
     SETOPT(CURLOPT_NOPROGRESS, 0L);
   }
+  if (opt_field(L, 1, "resolve")) {
+    /* {"host:port:address", ...}: pin names to addresses (tests, split DNS) */
+    int i, n;
+    if (!lua_istable(L, -1)) return luaL_error(L, "oai.request: option 'resolve' must be an array of strings");
+    n = (int)lua_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      struct curl_slist *nl;
+      size_t l;
+      const char *e;
+      lua_rawgeti(L, -1, i);
+      e = lua_tolstring(L, -1, &l);
+      if (e == NULL || has_crlf(e, l)) return luaL_error(L, "oai.request: option 'resolve' must be an array of strings");
+      nl = curl_slist_append(r->resolve, e);
+      if (nl == NULL) return luaL_error(L, "oai.request: out of memory");
+      r->resolve = nl;
+      lua_pop(L, 1);
+    }
+    SETOPT(CURLOPT_RESOLVE, r->resolve);
+  }
+  lua_pop(L, 1);
   if ((s = opt_str(L, 1, "proxy")) != NULL) SETOPT(CURLOPT_PROXY, s);
   if ((s = opt_str(L, 1, "ca_file")) != NULL) SETOPT(CURLOPT_CAINFO, s);
   if (opt_field(L, 1, "verify")) verify = lua_toboolean(L, -1);

@@ -42,7 +42,7 @@ local DEFAULTS = {
   timeout = 600, connect_timeout = 10, idle_timeout = 300, max_retries = 2,
   proxy = false, ca_file = false, verify = true, stream_usage = false,
   max_body_bytes = 64 * 1024 * 1024, max_event_bytes = 8 * 1024 * 1024,
-  grace = 2,
+  grace = 2, resolve = false,
 }
 
 -- secrets live here, never in the client table itself (printing or
@@ -73,6 +73,10 @@ end
 ---@field ca_file? string PEM bundle to verify TLS peers with
 ---@field verify? boolean verify TLS peer and host (true)
 ---@field stream_usage? boolean ask for usage in streams (stream_options.include_usage)
+---@field max_body_bytes? integer largest non-streamed body accepted (64 MiB)
+---@field max_event_bytes? integer largest single stream event accepted (8 MiB)
+---@field grace? number seconds to wait for [DONE] after every choice finished (2)
+---@field resolve? string[] libcurl "host:port:address" overrides
 
 --- Create a client.  Every option is optional and can be overridden per call.
 ---@param opts? oai.ClientOptions
@@ -279,6 +283,7 @@ local function attempt(self, o, method, url, body, call, stream, key)
     verify = o.verify ~= false,
     max_body_bytes = o.max_body_bytes or nil,
     max_event_bytes = o.max_event_bytes or nil,
+    resolve = o.resolve or nil,
   }
   T.start(req)
   -- no pcall around the waits: Lua 5.1 cannot yield across it.  If the
