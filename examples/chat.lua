@@ -56,33 +56,43 @@ local function turn(text)
   end
   local in_reasoning = false
   local first
-  -- Ctrl-C raises "interrupted!" inside Lua code: cancel the reply only
-  local ok, perr = pcall(function()
-    local next_event = stream:events()
-    while true do
-      local ev = next_event()
-      if not ev then break end
-      first = first or oai.core.monotime()
-      if ev.type == "reasoning" then
-        if not in_reasoning then io.write(dim("[thinking] ")); in_reasoning = true end
-        io.write(dim(ev.text))
-      elseif ev.type == "content" then
-        if in_reasoning then io.write("\n"); in_reasoning = false end
-        io.write(ev.text)
-      elseif ev.type == "tool_call" and ev.name then
-        io.write(dim(("\n[tool call %s %s]"):format(ev.name, ev.arguments or "")))
-      end
-      io.flush()
+  -- Ctrl-C while the reply streams cancels it (SIGINT becomes a flag that
+  -- the loop checks after every pump); at the prompt it ends the program
+  oai.core.sigint_trap(true)
+  local canceled = false
+  require("oai.loop").on_pump = function()
+    if oai.core.sigint_take() and not canceled then
+      canceled = true
+      stream:cancel()
     end
-  end)
-  if not ok then
-    stream:cancel()
-    io.write(dim("\n[canceled: " .. tostring(perr):gsub("^.-: ", "") .. "]"))
   end
+  local next_event = stream:events()
+  while true do
+    local ev = next_event()
+    if not ev then break end
+    first = first or oai.core.monotime()
+    if ev.type == "reasoning" then
+      if not in_reasoning then io.write(dim("[thinking] ")); in_reasoning = true end
+      io.write(dim(ev.text))
+    elseif ev.type == "content" then
+      if in_reasoning then io.write("\n"); in_reasoning = false end
+      io.write(ev.text)
+    elseif ev.type == "tool_call" and ev.name then
+      io.write(dim(("\n[tool call %s %s]"):format(ev.name, ev.arguments or "")))
+    end
+    io.flush()
+    if oai.core.sigint_take() and not canceled then
+      canceled = true
+      stream:cancel()
+    end
+  end
+  require("oai.loop").on_pump = nil
+  oai.core.sigint_trap(false)
+  if canceled then io.write(dim("\n[canceled]")) end
   io.write("\n")
   local res, rerr = stream:result()
   if not res then
-    io.write(bold("error: "), tostring(rerr), "\n")
+    if not canceled then io.write(bold("error: "), tostring(rerr), "\n") end
     table.remove(messages)
     return
   end

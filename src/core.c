@@ -1,6 +1,8 @@
 /*
 ** core.c: luaopen_oai_core, the only symbol oai.core exports.
 */
+#include <signal.h>
+
 #include "oai.h"
 
 #if defined(__GNUC__)
@@ -11,12 +13,49 @@
 
 OAI_EXPORT int luaopen_oai_core(lua_State *L);
 
+/* SIGINT as a flag, for CLIs that cancel the work in progress on Ctrl-C
+   instead of dying; nothing else happens inside the handler */
+static volatile sig_atomic_t sigint_seen = 0;
+static void (*sigint_prev)(int) = SIG_DFL;
+static int sigint_trapped = 0;
+
+static void on_sigint(int sig) {
+  (void)sig;
+  sigint_seen = 1;
+}
+
+/* sigint_trap(on) -> nothing: on = true catches SIGINT into a flag,
+   false restores the previous handler */
+static int l_sigint_trap(lua_State *L) {
+  int on = lua_toboolean(L, 1);
+  if (on && !sigint_trapped) {
+    sigint_prev = signal(SIGINT, on_sigint);
+    sigint_trapped = 1;
+  } else if (!on && sigint_trapped) {
+    signal(SIGINT, sigint_prev == SIG_ERR ? SIG_DFL : sigint_prev);
+    sigint_trapped = 0;
+  }
+  sigint_seen = 0;
+  return 0;
+}
+
+/* sigint_take() -> true once for each SIGINT caught since the last call */
+static int l_sigint_take(lua_State *L) {
+  lua_pushboolean(L, sigint_seen != 0);
+  sigint_seen = 0;
+  return 1;
+}
+
 /* require "oai.core" -> the module table */
 OAI_EXPORT int luaopen_oai_core(lua_State *L) {
   lua_newtable(L);
   oai_open_json(L);
   oai_open_sse(L);
   oai_open_http(L);
+  lua_pushcfunction(L, l_sigint_trap);
+  lua_setfield(L, -2, "sigint_trap");
+  lua_pushcfunction(L, l_sigint_take);
+  lua_setfield(L, -2, "sigint_take");
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
   return 1;

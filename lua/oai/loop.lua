@@ -27,6 +27,8 @@ local news = setmetatable({}, { __mode = "k" })     -- request -> true: news nob
 local timers = {}      -- sorted by .at: { at = seconds, task = t } or { at, fn }
 local errors = {}      -- unhandled task errors, raised by run()/step()
 local driver           -- optional external driver (oai.uv): { wake = fn }
+--- loop.on_pump: optional function called after every pump (e.g. a CLI
+--- checking for Ctrl-C while a call blocks)
 
 local Task = {}
 Task.__index = Task
@@ -173,6 +175,7 @@ local function pump(timeout_ms, budget_ms)
   end
   fire_timers()
   if not deadline or monotime() < deadline then run_ready(deadline) end
+  if loop.on_pump then loop.on_pump() end
   return live > 0 or (multi ~= nil and multi:count() > 0)
 end
 loop.pump = pump
@@ -251,8 +254,12 @@ end
 function loop.forget(req)
   local t = waiting[req]
   waiting[req] = nil
-  news[req] = nil
-  if t then schedule(t) end
+  if t then
+    news[req] = nil
+    schedule(t)
+  else
+    news[req] = true   -- a blocking waiter returns and sees the request ended
+  end
 end
 
 --- Sleep for `seconds`; inside a task other tasks keep running.
