@@ -66,6 +66,9 @@ end
 M.mask = mask
 
 --- new(fields, secret) -> err: masks `secret` in every string field.
+---@param fields table
+---@param secret? string masked in every string field
+---@return oai.Error
 function M.new(fields, secret)
   if secret then
     for k, v in pairs(fields) do
@@ -75,6 +78,8 @@ function M.new(fields, secret)
   return setmetatable(fields, Error)
 end
 
+---@param v any
+---@return boolean
 function M.is(v)
   return getmetatable(v) == Error
 end

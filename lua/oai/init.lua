@@ -253,6 +253,7 @@ oai.curl_transport = curl_transport
 local transport_override
 
 --- Use another transport for every client (nil: automatic).
+---@param t? table a transport {request, start, wait, forget}; nil: automatic
 function oai.set_transport(t) transport_override = t end
 
 local function transport()
@@ -557,12 +558,21 @@ function Client:models(opts)
 end
 
 --- GET an arbitrary path under base_url (or an absolute URL) -> decoded JSON
+---@param path string
+---@param opts? table per-call options
+---@return any? decoded
+---@return oai.Error? err
 function Client:get(path, opts)
   if type(path) ~= "string" then error("client:get: path must be a string", 2) end
   return json_call(self, "GET", path, nil, opts)
 end
 
 --- POST a table (JSON-encoded) or a string body -> decoded JSON
+---@param path string
+---@param body? table|string
+---@param opts? table per-call options
+---@return any? decoded
+---@return oai.Error? err
 function Client:post(path, body, opts)
   if type(path) ~= "string" then error("client:post: path must be a string", 2) end
   return json_call(self, "POST", path, body ~= nil and encode(body, 2) or "", opts)

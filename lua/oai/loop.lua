@@ -158,11 +158,13 @@ loop.deliver = deliver
 --- One pump: resume runnable tasks, wait up to timeout_ms for transfers or
 --- timers, deliver what happened, resume again.  Never waits when timeout_ms
 --- is 0.  Returns true while tasks or transfers remain.
-local function pump(timeout_ms, budget_ms)
+local function pump(timeout_ms, budget_ms, done)
   local deadline = budget_ms and monotime() + budget_ms / 1000
   run_ready(deadline)
   local wait = timeout_ms or 0
-  if runq_n > 0 then wait = 0 end
+  -- no waiting when there is work, or when what the caller waits for has
+  -- already happened in the pass above
+  if runq_n > 0 or (done and done()) then wait = 0 end
   if timers[1] then
     local dt = (timers[1].at - monotime()) * 1000
     if dt < wait then wait = dt > 0 and dt or 0 end
@@ -202,12 +204,14 @@ end
 
 --- Run until every task has finished; raises the first unhandled task error
 --- (with the task's traceback).
+---@return nil
 function loop.run()
   if current_task() then error("oai.run: called from inside a task", 2) end
+  local function finished() return live == 0 and runq_n == 0 end
   while true do
     raise_errors()
-    if live == 0 and runq_n == 0 then break end
-    pump(1000)
+    if finished() then break end
+    pump(1000, nil, finished)
   end
   raise_errors()
 end
@@ -215,6 +219,8 @@ end
 --- Wait until the request has news (headers, data or completion), or at
 --- most `timeout` seconds when given.  Inside a task this yields to the
 --- loop; elsewhere it drives the loop.
+---@param req userdata
+---@param timeout? number seconds
 function loop.wait(req, timeout)
   if news[req] then news[req] = nil; return end
   local t = current_task()
@@ -232,18 +238,20 @@ function loop.wait(req, timeout)
     return
   end
   local deadline = timeout and monotime() + timeout
+  local function arrived() return news[req] end
   while not news[req] do
     local wait = 1000
     if deadline then
       wait = (deadline - monotime()) * 1000
       if wait <= 0 then return end
     end
-    pump(wait)
+    pump(wait, nil, arrived)
   end
   news[req] = nil
 end
 
 --- Start a transfer on the loop's multi handle.
+---@param req userdata
 function loop.start(req)
   loop.multi():add(req)
   if driver then driver.started(req) end
@@ -251,6 +259,7 @@ end
 
 --- Stop waiting for req (after a cancel): a task waiting on it is resumed
 --- (it then sees the request finished).
+---@param req userdata
 function loop.forget(req)
   local t = waiting[req]
   waiting[req] = nil
@@ -281,16 +290,21 @@ function loop.sleep(seconds)
 end
 
 --- Let other tasks run (inside a task); a no-op elsewhere.
+---@return nil
 function loop.yield()
   local t = current_task()
   if t then co_yield() end
 end
 
 --- Call fn after `seconds` from the loop (not inside a task).
+---@param seconds number
+---@param fn function
+---@return table timer
 function loop.after(seconds, fn)
   return add_timer { at = monotime() + seconds, fn = fn }
 end
 
+---@param tm table
 function loop.cancel_timer(tm)
   for i = 1, #timers do
     if timers[i] == tm then table.remove(timers, i); return end
@@ -299,6 +313,9 @@ end
 
 --- oai.spawn([opts,] fn, ...) -> task.  opts.on_error(err, traceback)
 --- handles the task's error instead of oai.run() raising it.
+---@param opts table|function options {on_error} or the function
+---@param fn? function
+---@return table task
 function loop.spawn(opts, fn, ...)
   local args
   if type(opts) == "function" then
@@ -322,6 +339,7 @@ function Task:is_done() return self.done == true end
 
 --- Wait for the task to finish: its return values, or nil, err if it failed
 --- (the error is then considered handled).
+---@return any ...
 function Task:wait()
   self.joined = true
   if not self.done then
@@ -333,7 +351,8 @@ function Task:wait()
       me.blocked = true
       co_yield()
     else
-      while not self.done do pump(1000) end
+      local function done() return self.done end
+      while not self.done do pump(1000, nil, done) end
     end
   end
   if self.err ~= nil then
@@ -347,10 +366,12 @@ end
 
 --- Install an external driver (oai.uv): the driver owns waiting.
 --- driver = { pump = function(wait_ms), wake = function(), started = function(req) }
+---@param d? table
 function loop.set_driver(d) driver = d end
 
 --- Options for the multi handle (socket_mode for external event loops).
 --- Replaces an idle multi; raises while transfers are running.
+---@param opts? table
 function loop.set_multi_options(opts)
   if multi then
     if multi:count() > 0 then error("oai: cannot switch the transfer mode while transfers are running", 2) end
@@ -363,6 +384,7 @@ end
 --- One pass for an external driver: resume runnable tasks and fire due
 --- timers; returns the seconds until the next timer, or nil.  Unhandled
 --- task errors are raised (the host reports them).
+---@return number? seconds until the next timer
 function loop.run_pass()
   run_ready()
   fire_timers()
@@ -375,8 +397,10 @@ function loop.run_pass()
   return nil
 end
 
+---@return boolean
 function loop.has_runnable() return runq_n > 0 end
 
+---@return table
 function loop.stats()
   return { tasks = live, runnable = runq_n, timers = #timers,
            transfers = multi and multi:count() or 0 }

@@ -136,10 +136,13 @@ end
 local Acc = {}
 Acc.__index = Acc
 
+---@return table accumulator
 function M.accumulator()
   return setmetatable({ choices = {}, order = {}, top_extras = {}, last_tool = {} }, Acc)
 end
 
+---@param idx integer choice index
+---@return table choice state
 function Acc:choice(idx)
   local ch = self.choices[idx]
   if not ch then
@@ -157,6 +160,14 @@ local function add_text(ch, field, text)
 end
 
 -- a tool-call delta -> the call it continues (index, then id, then position)
+---@param idx integer choice index
+---@param pos integer position in the delta
+---@param ti? integer tool-call index
+---@param id? string
+---@param typ? string
+---@param name? string
+---@param args? string
+---@return table call
 function Acc:tool(idx, pos, ti, id, typ, name, args)
   local ch = self:choice(idx)
   local call
@@ -185,6 +196,9 @@ function Acc:tool(idx, pos, ti, id, typ, name, args)
 end
 
 -- apply one record (kind at out[i]); returns the index after it
+---@param out table records
+---@param i integer slot of the record kind
+---@return integer next slot
 function Acc:apply(out, i)
   local k = out[i]
   if k == K_CONTENT then
@@ -252,6 +266,7 @@ local function joined(buf)
 end
 
 --- The completion so far, in the non-streamed shape.
+---@return table completion
 function Acc:completion()
   local c = {
     id = self.id,
@@ -389,6 +404,9 @@ Stream.__gc = function(s)
   if req and not s.finished then pcall(req.cancel, req) end
 end
 
+---@param req userdata|table the transport request
+---@param ctx? table
+---@return oai.Stream
 function M.new(req, ctx)
   local s = setmetatable({
     _req = req, _out = {}, _ri = 1, _rn = 0, _flags = 0,
@@ -400,6 +418,9 @@ function M.new(req, ctx)
   return s
 end
 
+---@param err? oai.Error
+---@param ctx? table
+---@return oai.Stream
 function M.failed(err, ctx)
   local s = M.new(nil, ctx)
   s.finished = true
@@ -707,11 +728,13 @@ function Stream:result()
 end
 
 --- The completion accumulated so far (also while streaming).
+---@return table completion
 function Stream:partial()
   return self.acc:completion()
 end
 
 --- Stop the transfer now; result() then returns nil, err (kind "canceled").
+---@return nil
 function Stream:cancel()
   if self.finished then return end
   self:_finish(stream_error(self, { kind = "canceled", message = "stream canceled" }))

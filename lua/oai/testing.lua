@@ -367,6 +367,7 @@ end
 ---@field pid integer           the nginx master process
 local Server = {}
 Server.__index = Server
+testing.Server = Server
 
 -- Owned servers stop when collected (5.2+: __gc on the table; 5.1/LuaJIT: a proxy).
 local Owned = { __index = Server, __gc = function(self) self:stop() end }

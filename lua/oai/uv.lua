@@ -156,6 +156,7 @@ function M.attach(uv, opts)
   return driver
 end
 
+---@return nil
 function M.detach()
   if attached then attached.detach() end
 end

@@ -171,7 +171,8 @@ end
 local function given_values(text)
   local given = {}
   for k, v in text:gmatch('([%w_%.%-]+)="([^"]*)"') do given[k] = v end
-  for k, v in text:gmatch('([%w_%.%-]+)=([^%s"][^%s,;]*)') do
+  for k, v in text:gmatch('([%w_%.%-]+)=([^%s",;%)%]]+)') do
+    v = v:gsub("[%.!?]+$", "")
     if given[k] == nil then given[k] = v end
   end
   return given

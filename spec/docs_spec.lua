@@ -1,0 +1,99 @@
+-- Documentation checks: every public function of oai (Lua and C) has a
+-- heading in docs/API.md, and every public Lua function carries LuaCATS
+-- annotations (---@param / ---@return) so lua-language-server completes it.
+local oai = require "oai"
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function public(t, prefix, sep, out)
+  for k, v in pairs(t) do
+    local callable = type(v) == "function"
+      or (type(v) == "table" and getmetatable(v) and getmetatable(v).__call ~= nil)
+    if type(k) == "string" and callable and not k:match("^_") then
+      out[#out + 1] = prefix .. sep .. k
+    end
+  end
+  return out
+end
+
+local function api_names()
+  local names = {}
+  public(oai, "oai", ".", names)
+  public(oai.json, "oai.json", ".", names)
+  public(oai.Client, "client", ":", names)
+  public(require("oai.stream").Stream, "stream", ":", names)
+  local task = oai.spawn(function() end)
+  oai.run()
+  public(getmetatable(task).__index, "task", ":", names)
+  if oai.conversation then
+    public(oai.conversation, "oai.conversation", ".", names)
+    public(getmetatable(oai.conversation {}).__index, "conv", ":", names)
+  end
+  if oai.tools then public(getmetatable(oai.tools {}).__index, "tools", ":", names) end
+  public(require("oai.uv"), "oai.uv", ".", names)
+  local testing = require "oai.testing"
+  public(testing, "oai.testing", ".", names)
+  public(testing.Server or {}, "srv", ":", names)
+  public(oai.core, "core", ".", names)
+  local reg = debug.getregistry()
+  public(reg["oai.multi"].__index, "multi", ":", names)
+  public(reg["oai.request"].__index, "req", ":", names)
+  public(reg["oai.sse"].__index, "p", ":", names)
+  table.sort(names)
+  return names
+end
+
+describe("docs/API.md", function()
+  it("has a heading for every public function and method", function()
+    local doc = read("docs/API.md")
+    local headings = {}
+    for h in doc:gmatch("\n### ([^\n]+)") do
+      headings[h:match("^[%w_.:]+")] = true
+    end
+    local missing = {}
+    local names = api_names()
+    for _, n in ipairs(names) do
+      if not headings[n] then missing[#missing + 1] = n end
+    end
+    assert.same({}, missing)
+    assert.truthy(#names > 90, #names)
+  end)
+
+  it("documents the OpenResty transport", function()
+    assert.truthy(read("docs/API.md"):find("\n### oai.ngx.transport()", 1, true))
+  end)
+end)
+
+describe("LuaCATS annotations", function()
+  local files = { "init", "stream", "loop", "uv", "errors", "messages", "conversation", "tools", "parse", "schema" }
+  it("annotate every public Lua function", function()
+    local missing = {}
+    for _, f in ipairs(files) do
+      local path = "lua/oai/" .. f .. ".lua"
+      local fh = io.open(path, "rb")
+      if fh then
+        local lines = {}
+        for l in fh:lines() do lines[#lines + 1] = l end
+        fh:close()
+        for i, l in ipairs(lines) do
+          -- public: function T.name / T:name where T is not a local helper table of privates
+          local tbl, name = l:match("^function ([%w_]+)[.:]([%w_]+)%s*%(")
+          if tbl and not name:match("^_") and not tbl:match("^_") then
+            local j, annotated = i - 1, false
+            while j > 0 and lines[j]:match("^%-%-") do
+              if lines[j]:match("^%-%-%-@") then annotated = true end
+              j = j - 1
+            end
+            if not annotated then missing[#missing + 1] = path .. ":" .. i .. " " .. tbl .. "." .. name end
+          end
+        end
+      end
+    end
+    assert.same({}, missing)
+  end)
+end)
