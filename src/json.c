@@ -343,7 +343,16 @@ static void encode_table(encoder *e, int idx, int d) {
   /* object: keys sorted by bytes */
   {
     size_t n = e->nkeys - base, j;
-    if (n > 1) qsort(e->keys + base, n, sizeof(keyent), cmp_keys);
+    if (n > 16) qsort(e->keys + base, n, sizeof(keyent), cmp_keys);
+    else {   /* a few keys (the usual case): insertion sort, no calls */
+      keyent *k = e->keys + base;
+      size_t a, b2;
+      for (a = 1; a < n; a++) {
+        keyent t = k[a];
+        for (b2 = a; b2 > 0 && cmp_keys(&k[b2 - 1], &t) > 0; b2--) k[b2] = k[b2 - 1];
+        k[b2] = t;
+      }
+    }
     PUTC(e, '{');
     for (j = 0; j < n; j++) {
       keyent k = e->keys[base + j];   /* copy: the array may move */
@@ -409,6 +418,7 @@ static int l_encode(lua_State *L) {
 
 typedef struct decoder {
   const char *s, *p, *e;
+  char *scratch;          /* unescaped strings; as long as the input, so never short */
   lua_State *L;
   const char *err;
   const char *errp;
@@ -444,25 +454,23 @@ static int hex4(const char *p, unsigned *out) {
   return 1;
 }
 
-static void add_utf8(luaL_Buffer *b, unsigned cp) {
-  char u[4];
-  size_t n;
-  if (cp < 0x80) { u[0] = (char)cp; n = 1; }
-  else if (cp < 0x800) { u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
+static char *put_utf8(char *o, unsigned cp) {
+  if (cp < 0x80) *o++ = (char)cp;
+  else if (cp < 0x800) { *o++ = (char)(0xC0 | (cp >> 6)); *o++ = (char)(0x80 | (cp & 0x3F)); }
   else if (cp < 0x10000) {
-    u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    u[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
+    *o++ = (char)(0xE0 | (cp >> 12)); *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *o++ = (char)(0x80 | (cp & 0x3F));
   } else {
-    u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
+    *o++ = (char)(0xF0 | (cp >> 18)); *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+    *o++ = (char)(0x80 | ((cp >> 6) & 0x3F)); *o++ = (char)(0x80 | (cp & 0x3F));
   }
-  luaL_addlstring(b, u, n);
+  return o;
 }
 
 /* at the opening quote: push the string */
 static int decode_string(decoder *D) {
   const char *p = D->p + 1, *e = D->e, *start = p;
-  luaL_Buffer b;
+  char *o;
   /* fast path: no escapes */
   for (;;) {
     if (p >= e) return derr(D, p, "unterminated string");
@@ -479,8 +487,11 @@ static int decode_string(decoder *D) {
       p += k;
     } else p++;
   }
-  luaL_buffinit(D->L, &b);
-  luaL_addlstring(&b, start, (size_t)(p - start));
+  /* escapes: unescape into the scratch buffer (an escape is never shorter
+     than what it stands for, so the input's length is enough) */
+  o = D->scratch;
+  memcpy(o, start, (size_t)(p - start));
+  o += p - start;
   for (;;) {
     const char *run = p;
     while (p < e && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) {
@@ -490,21 +501,20 @@ static int decode_string(decoder *D) {
         p += k;
       } else p++;
     }
-    if (p > run) luaL_addlstring(&b, run, (size_t)(p - run));
+    if (p > run) { memcpy(o, run, (size_t)(p - run)); o += p - run; }
     if (p >= e) return derr(D, p, "unterminated string");
     if (*p == '"') break;
     if ((unsigned char)*p < 0x20) return derr(D, p, "control character in string");
-    /* an escape */
     if (p + 1 >= e) return derr(D, p, "unterminated string");
     switch (p[1]) {
-      case '"': luaL_addchar(&b, '"'); p += 2; break;
-      case '\\': luaL_addchar(&b, '\\'); p += 2; break;
-      case '/': luaL_addchar(&b, '/'); p += 2; break;
-      case 'b': luaL_addchar(&b, '\b'); p += 2; break;
-      case 'f': luaL_addchar(&b, '\f'); p += 2; break;
-      case 'n': luaL_addchar(&b, '\n'); p += 2; break;
-      case 'r': luaL_addchar(&b, '\r'); p += 2; break;
-      case 't': luaL_addchar(&b, '\t'); p += 2; break;
+      case '"': *o++ = '"'; p += 2; break;
+      case '\\': *o++ = '\\'; p += 2; break;
+      case '/': *o++ = '/'; p += 2; break;
+      case 'b': *o++ = '\b'; p += 2; break;
+      case 'f': *o++ = '\f'; p += 2; break;
+      case 'n': *o++ = '\n'; p += 2; break;
+      case 'r': *o++ = '\r'; p += 2; break;
+      case 't': *o++ = '\t'; p += 2; break;
       case 'u': {
         unsigned cp, lo;
         if (e - p < 6 || !hex4(p + 2, &cp)) return derr(D, p, "invalid \\u escape");
@@ -515,14 +525,14 @@ static int decode_string(decoder *D) {
           cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
           p += 6;
         }
-        add_utf8(&b, cp);
+        o = put_utf8(o, cp);
         p += 6;
         break;
       }
       default: return derr(D, p, "invalid escape in string");
     }
   }
-  luaL_pushresult(&b);
+  lua_pushlstring(D->L, D->scratch, (size_t)(o - D->scratch));
   D->p = p + 1;
   return 1;
 }
@@ -667,16 +677,25 @@ static int decode_value(decoder *D) {
 
 int oai_json_decode_push(lua_State *L, const char *s, size_t len) {
   decoder D;
-  int top = lua_gettop(L);
+  int top = lua_gettop(L), boxed = 0;
   D.s = D.p = s;
   D.e = s + len;
   D.L = L;
   D.err = NULL;
   D.errp = s;
   D.depth = 0;
+  D.scratch = NULL;
+  if (memchr(s, '\\', len) != NULL) {
+    /* scratch for unescaping, collected with the box: never leaked */
+    D.scratch = (char *)lua_newuserdatauv(L, len, 0);
+    boxed = 1;
+  }
   if (decode_value(&D)) {
     skip_ws(&D);
-    if (D.p == D.e) return 1;
+    if (D.p == D.e) {
+      if (boxed) lua_remove(L, -2);
+      return 1;
+    }
     derr(&D, D.p, "trailing characters after the value");
   }
   lua_settop(L, top);
