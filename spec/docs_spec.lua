@@ -70,7 +70,7 @@ describe("docs/API.md", function()
 end)
 
 describe("LuaCATS annotations", function()
-  local files = { "init", "stream", "loop", "uv", "errors", "messages", "conversation", "tools", "parse", "schema" }
+  local files = { "init", "stream", "loop", "uv", "ngx", "errors", "messages", "conversation", "tools", "parse", "schema" }
   it("annotate every public Lua function", function()
     local missing = {}
     for _, f in ipairs(files) do
@@ -94,6 +94,19 @@ describe("LuaCATS annotations", function()
         end
       end
     end
+    assert.same({}, missing)
+  end)
+end)
+
+describe("packaging", function()
+  it("lists every Lua module in the rockspec", function()
+    local spec = read("oai-scm-1.rockspec")
+    local p = assert(io.popen("find lua/oai -name '*.lua' | sort"))
+    local missing = {}
+    for path in p:lines() do
+      if not spec:find('"' .. path .. '"', 1, true) then missing[#missing + 1] = path end
+    end
+    p:close()
     assert.same({}, missing)
   end)
 end)

@@ -38,6 +38,8 @@ enum {
 typedef struct span {
   const char *p;
   size_t n;
+  int plain;    /* 1: a string to push as is (no escapes, valid UTF-8);
+                   -1: a string not checked yet; 0: anything else */
 } span;
 
 typedef struct out {
@@ -104,11 +106,27 @@ static int skip_value(sc *s, span *v, int depth) {
   const char *start;
   ws(s);
   start = s->p;
+  v->plain = 0;
   if (s->p >= s->e) return 0;
   switch (*s->p) {
-    case '"':
-      if (!skip_string(s)) return 0;
+    case '"': {
+      /* memchr to the closing quote (one not escaped by an odd run of
+         backslashes); whether the value can be pushed as is is decided
+         only for values that are pushed (push_value) */
+      const char *q = s->p + 1;
+      for (;;) {
+        const char *b;
+        q = (const char *)memchr(q, '"', (size_t)(s->e - q));
+        if (q == NULL) return 0;
+        b = q;
+        while (b > s->p + 1 && b[-1] == '\\') b--;
+        if (((q - b) & 1) == 0) break;
+        q++;
+      }
+      s->p = q + 1;
+      v->plain = -1;
       break;
+    }
     case '{': case '[': {
       char close = *s->p == '{' ? '}' : ']';
       int obj = close == '}';
@@ -151,8 +169,10 @@ typedef struct member {
   span val;
 } member;
 
-/* returns 1 with *m filled, 0 at the end, GIVE_UP on anything unexpected */
-static int next_member(sc *s, member *m, int *first) {
+/* the key of the next member: s at '{' when *first, else just after a
+   value; leaves s after the ':'.  1 with *key set, 0 after the closing '}',
+   GIVE_UP on anything unexpected (escaped keys included) */
+static int next_key(sc *s, span *key, int *first) {
   ws(s);
   if (*first) {
     if (s->p >= s->e || *s->p != '{') return GIVE_UP;
@@ -171,17 +191,30 @@ static int next_member(sc *s, member *m, int *first) {
   {
     const char *k = s->p + 1;
     if (!skip_string(s)) return GIVE_UP;
-    m->key.p = k;
-    m->key.n = (size_t)(s->p - 1 - k);
-    if (memchr(k, '\\', m->key.n) != NULL) return GIVE_UP;
+    key->p = k;
+    key->n = (size_t)(s->p - 1 - k);
+    key->plain = 0;
+    if (memchr(k, '\\', key->n) != NULL) return GIVE_UP;
   }
   ws(s);
   if (s->p >= s->e || *s->p != ':') return GIVE_UP;
   s->p++;
-  if (!skip_value(s, &m->val, 1)) return GIVE_UP;
+  return 1;
+}
+
+/* after a member's value: a ',' or the '}' must follow */
+static int after_value(sc *s) {
   ws(s);
   if (s->p < s->e && *s->p != ',' && *s->p != '}') return GIVE_UP;
   return 1;
+}
+
+/* returns 1 with *m filled, 0 at the end, GIVE_UP on anything unexpected */
+static int next_member(sc *s, member *m, int *first) {
+  int r = next_key(s, &m->key, first);
+  if (r != 1) return r;
+  if (!skip_value(s, &m->val, 1)) return GIVE_UP;
+  return after_value(s);
 }
 
 static int key_is(const span *k, const char *lit, size_t n) {
@@ -225,6 +258,10 @@ static int plain_string(const char *p, size_t n) {
 
 /* push the value of span v; 0 (message pushed instead) if invalid */
 static int push_value(lua_State *L, const span *v) {
+  if (v->plain == 1 || (v->plain == -1 && plain_string(v->p + 1, v->n - 2))) {
+    lua_pushlstring(L, v->p + 1, v->n - 2);
+    return 1;
+  }
   if (is_str(v) && plain_string(v->p + 1, v->n - 2)) {
     lua_pushlstring(L, v->p + 1, v->n - 2);
     return 1;
@@ -321,8 +358,8 @@ static int put_tool(out *o, const span *idx, int pos, const span *tc) {
   sc s;
   member m;
   int first = 1, r;
-  span ti = { NULL, 0 }, id = { NULL, 0 }, type = { NULL, 0 }, fn = { NULL, 0 };
-  span name = { NULL, 0 }, args = { NULL, 0 };
+  span ti = { NULL, 0, 0 }, id = { NULL, 0, 0 }, type = { NULL, 0, 0 }, fn = { NULL, 0, 0 };
+  span name = { NULL, 0, 0 }, args = { NULL, 0, 0 };
   lua_State *L = o->L;
   s.p = tc->p; s.e = tc->p + tc->n;
   while ((r = next_member(&s, &m, &first)) == 1) {
@@ -362,43 +399,58 @@ static int put_tool(out *o, const span *idx, int pos, const span *tc) {
   return 1;
 }
 
-static int put_choice(out *o, const span *ch, int pos) {
-  sc s;
+/* one choice, parsed in place (s at its '{'): its delta is descended into
+   rather than skipped and scanned again */
+static int put_choice(out *o, sc *sp, int pos) {
+  sc *s = sp;
   member m;
   int first = 1, r;
-  span idx = { NULL, 0 }, delta = { NULL, 0 }, finish = { NULL, 0 }, logprobs = { NULL, 0 };
+  span key;
+  span idx = { NULL, 0, 0 }, finish = { NULL, 0, 0 }, logprobs = { NULL, 0, 0 };
+  span role = { NULL, 0, 0 }, content = { NULL, 0, 0 }, rc = { NULL, 0, 0 }, rs = { NULL, 0, 0 };
+  span refusal = { NULL, 0, 0 }, tools = { NULL, 0, 0 };
+  int has_delta = 0;
   extras cx, dx;
   char posbuf[16];
   cx.n = dx.n = 0;
-  s.p = ch->p; s.e = ch->p + ch->n;
-  while ((r = next_member(&s, &m, &first)) == 1) {
-    if (KEY(&m.key, "index")) idx = m.val;
-    else if (KEY(&m.key, "delta")) delta = m.val;
-    else if (KEY(&m.key, "finish_reason")) finish = m.val;
-    else if (KEY(&m.key, "logprobs")) logprobs = m.val;
-    else if (!add_extra(&cx, &m)) return GIVE_UP;
+  while ((r = next_key(s, &key, &first)) == 1) {
+    if (KEY(&key, "delta")) {
+      ws(s);
+      if (s->p < s->e && *s->p == '{') {
+        int dfirst = 1;
+        has_delta = 1;
+        while ((r = next_member(s, &m, &dfirst)) == 1) {
+          if (KEY(&m.key, "content")) content = m.val;
+          else if (KEY(&m.key, "role")) role = m.val;
+          else if (KEY(&m.key, "reasoning_content")) rc = m.val;
+          else if (KEY(&m.key, "reasoning")) rs = m.val;
+          else if (KEY(&m.key, "refusal")) refusal = m.val;
+          else if (KEY(&m.key, "tool_calls")) tools = m.val;
+          else if (!add_extra(&dx, &m)) return GIVE_UP;
+        }
+        if (r == GIVE_UP) return GIVE_UP;
+      } else {
+        span v;
+        if (!skip_value(s, &v, 1) || !is_null(&v)) return GIVE_UP;
+      }
+    } else {
+      m.key = key;
+      if (!skip_value(s, &m.val, 1)) return GIVE_UP;
+      if (KEY(&key, "index")) idx = m.val;
+      else if (KEY(&key, "finish_reason")) finish = m.val;
+      else if (KEY(&key, "logprobs")) logprobs = m.val;
+      else if (!add_extra(&cx, &m)) return GIVE_UP;
+    }
+    if (after_value(s) != 1) return GIVE_UP;
   }
   if (r == GIVE_UP) return GIVE_UP;
   if (idx.p == NULL || !(is_digit(idx.p[0]) || idx.p[0] == '-')) {
     /* no numeric index: the position (0-based), as the generic path does */
     idx.n = (size_t)sprintf(posbuf, "%d", pos - 1);
     idx.p = posbuf;
+    idx.plain = 0;
   }
-  if (delta.p != NULL && delta.p[0] == '{') {
-    span role = { NULL, 0 }, content = { NULL, 0 }, rc = { NULL, 0 }, rs = { NULL, 0 };
-    span refusal = { NULL, 0 }, tools = { NULL, 0 };
-    first = 1;
-    s.p = delta.p; s.e = delta.p + delta.n;
-    while ((r = next_member(&s, &m, &first)) == 1) {
-      if (KEY(&m.key, "content")) content = m.val;
-      else if (KEY(&m.key, "role")) role = m.val;
-      else if (KEY(&m.key, "reasoning_content")) rc = m.val;
-      else if (KEY(&m.key, "reasoning")) rs = m.val;
-      else if (KEY(&m.key, "refusal")) refusal = m.val;
-      else if (KEY(&m.key, "tool_calls")) tools = m.val;
-      else if (!add_extra(&dx, &m)) return GIVE_UP;
-    }
-    if (r == GIVE_UP) return GIVE_UP;
+  if (has_delta) {
     if (role.p && nonempty_str(&role)) {
       put_int(o, K_ROLE);
       if (!put_span(o, &idx) || !put_span(o, &role)) return 0;
@@ -441,7 +493,7 @@ static int put_choice(out *o, const span *ch, int pos) {
       }
     } else if (tools.p && !is_null(&tools)) return GIVE_UP;
     if (!put_extras(o, &dx, K_DELTA_EXTRA, &idx)) return 0;
-  } else if (delta.p != NULL && !is_null(&delta)) return GIVE_UP;
+  }
   if (logprobs.p && !is_null(&logprobs)) {
     put_int(o, K_LOGPROBS);
     if (!put_span(o, &idx) || !put_span(o, &logprobs)) return 0;
@@ -466,35 +518,65 @@ static unsigned long long fnv(unsigned long long h, const span *v) {
 static int fast_chunk(out *o, const char *d, size_t len, unsigned long long *meta) {
   sc s;
   member m;
-  int first = 1, r;
-  span id = { NULL, 0 }, object = { NULL, 0 }, created = { NULL, 0 }, model = { NULL, 0 };
-  span fp = { NULL, 0 }, choices = { NULL, 0 }, usage = { NULL, 0 }, err = { NULL, 0 };
+  span key;
+  int first = 1, r, start = o->n;
+  span id = { NULL, 0, 0 }, object = { NULL, 0, 0 }, created = { NULL, 0, 0 }, model = { NULL, 0, 0 };
+  span fp = { NULL, 0, 0 }, usage = { NULL, 0, 0 }, err = { NULL, 0, 0 };
   extras tx;
   tx.n = 0;
   s.p = d; s.e = d + len;
-  while ((r = next_member(&s, &m, &first)) == 1) {
-    if (KEY(&m.key, "choices")) choices = m.val;
-    else if (KEY(&m.key, "id")) id = m.val;
-    else if (KEY(&m.key, "object")) object = m.val;
-    else if (KEY(&m.key, "created")) created = m.val;
-    else if (KEY(&m.key, "model")) model = m.val;
-    else if (KEY(&m.key, "system_fingerprint")) fp = m.val;
-    else if (KEY(&m.key, "usage")) usage = m.val;
-    else if (KEY(&m.key, "error")) err = m.val;
-    else if (!add_extra(&tx, &m)) return GIVE_UP;
+  while ((r = next_key(&s, &key, &first)) == 1) {
+    if (KEY(&key, "choices")) {
+      /* descended into, each choice emitted as it ends */
+      ws(&s);
+      if (s.p < s.e && *s.p == '[') {
+        int pos = 0;
+        s.p++;
+        ws(&s);
+        if (s.p < s.e && *s.p == ']') s.p++;
+        else for (;;) {
+          ws(&s);
+          if (s.p >= s.e || *s.p != '{') return GIVE_UP;
+          r = put_choice(o, &s, ++pos);
+          if (r != 1) return r;
+          ws(&s);
+          if (s.p < s.e && *s.p == ',') { s.p++; continue; }
+          if (s.p < s.e && *s.p == ']') { s.p++; break; }
+          return GIVE_UP;
+        }
+      } else {
+        span v;
+        if (!skip_value(&s, &v, 1) || !is_null(&v)) return GIVE_UP;
+      }
+    } else {
+      m.key = key;
+      if (!skip_value(&s, &m.val, 1)) return GIVE_UP;
+      if (KEY(&key, "id")) id = m.val;
+      else if (KEY(&key, "object")) object = m.val;
+      else if (KEY(&key, "created")) created = m.val;
+      else if (KEY(&key, "model")) model = m.val;
+      else if (KEY(&key, "system_fingerprint")) fp = m.val;
+      else if (KEY(&key, "usage")) usage = m.val;
+      else if (KEY(&key, "error")) err = m.val;
+      else if (!add_extra(&tx, &m)) return GIVE_UP;
+    }
+    if (after_value(&s) != 1) return GIVE_UP;
   }
   if (r == GIVE_UP) return GIVE_UP;
   ws(&s);
   if (s.p != s.e) return GIVE_UP;
   if (err.p != NULL && !is_null(&err)) {
+    o->n = start;   /* an error chunk is only its error */
     put_int(o, K_ERROR);
     if (!put_span(o, &err)) return 0;
     put_lit(o, d, len);
     return 1;
   }
   if (id.p || created.p || model.p || fp.p) {
-    unsigned long long h = 14695981039346656037ULL;
-    h = fnv(fnv(fnv(fnv(fnv(h, &id), &created), &model), &fp), &object);
+    /* the accumulator keeps the first id, created and model and the latest
+       fingerprint: META goes out for the first chunk that has them and
+       again only when the fingerprint changes (hashing just that) */
+    unsigned long long h = fnv(14695981039346656037ULL, &fp) | 1u;
     if (h != *meta) {
       const span *vals[5];
       int i;
@@ -507,25 +589,6 @@ static int fast_chunk(out *o, const char *d, size_t len, unsigned long long *met
       }
     }
   }
-  if (choices.p != NULL && choices.p[0] == '[') {
-    sc t;
-    span ch;
-    int pos = 0;
-    t.p = choices.p + 1; t.e = choices.p + choices.n;
-    ws(&t);
-    if (t.p < t.e && *t.p == ']') t.p++;
-    else for (;;) {
-      if (!skip_value(&t, &ch, 1)) return GIVE_UP;
-      pos++;
-      if (ch.p[0] != '{') return GIVE_UP;
-      r = put_choice(o, &ch, pos);
-      if (r != 1) return r;
-      ws(&t);
-      if (t.p < t.e && *t.p == ',') { t.p++; continue; }
-      if (t.p < t.e && *t.p == ']') break;
-      return GIVE_UP;
-    }
-  } else if (choices.p != NULL && !is_null(&choices)) return GIVE_UP;
   if (usage.p != NULL && usage.p[0] == '{') {
     put_int(o, K_USAGE);
     if (!put_span(o, &usage)) return 0;

@@ -62,6 +62,9 @@ static void buf_free(buf *b) {
 /* ------------------------------------------------------------------ types */
 
 enum { BODY_UNDECIDED, BODY_PLAIN, BODY_SSE };
+
+/* unframed event-stream bytes buffered before the transfer is paused */
+#define SSE_HIGH_WATER (64 * 1024)
 enum { ABORT_NONE, ABORT_TOO_BIG, ABORT_NOMEM, ABORT_CANCELED, ABORT_IDLE };
 
 typedef struct multi multi;
@@ -85,6 +88,7 @@ typedef struct request {
   int done;
   CURLcode result;
   int abort_reason;
+  int paused;                  /* receiving paused until Lua frames what it has */
   size_t max_body;
   size_t received;             /* body bytes received in total */
   double t_start;
@@ -113,6 +117,18 @@ static double monotime(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* for the idle timeout, stamped on every received piece: a few ms of
+   resolution is plenty, and the coarse clock costs much less */
+static double monotime_coarse(void) {
+#ifdef CLOCK_MONOTONIC_COARSE
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+#else
+  return monotime();
+#endif
 }
 
 /* ------------------------------------------------------ curl error names */
@@ -261,6 +277,13 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
   size_t n = size * nmemb;
   if (r->abort_reason != ABORT_NONE) return 0;
   if (r->body_mode == BODY_UNDECIDED) decide_body(r, p, n);
+  if (r->body_mode == BODY_SSE && r->body.len >= SSE_HIGH_WATER) {
+    /* Lua has not framed what came so far: let libcurl hold the rest (it
+       delivers it again on unpause) rather than growing the buffer; a
+       fast burst then stays in a small, warm buffer */
+    r->paused = 1;
+    return CURL_WRITEFUNC_PAUSE;
+  }
   if (r->body_mode == BODY_PLAIN && r->max_body > 0 && r->received + n > r->max_body) {
     r->abort_reason = ABORT_TOO_BIG;
     return 0;
@@ -270,7 +293,7 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
     return 0;
   }
   r->received += n;
-  r->last_rx = monotime();
+  r->last_rx = monotime_coarse();
   mark_ready(r);
   return n;
 }
@@ -278,7 +301,7 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
 static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud) {
   request *r = (request *)ud;
   size_t n = size * nmemb;
-  r->last_rx = monotime();
+  r->last_rx = monotime_coarse();
   if (r->body_mode != BODY_UNDECIDED) return n;   /* trailers: ignored */
   if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {     /* a status line starts a response */
     const char *sp = memchr(p, ' ', n);
@@ -312,7 +335,11 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud) {
 static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
   request *r = (request *)ud;
   (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
-  if (r->idle_ms > 0 && (monotime() - r->last_rx) * 1000 >= (double)r->idle_ms) {
+  if (r->paused) {   /* waiting for Lua, not for the server */
+    r->last_rx = monotime_coarse();
+    return 0;
+  }
+  if (r->idle_ms > 0 && (monotime_coarse() - r->last_rx) * 1000 >= (double)r->idle_ms) {
     r->abort_reason = ABORT_IDLE;
     return 1;
   }
@@ -659,6 +686,13 @@ static int request_headers(lua_State *L) {
   return 1;
 }
 
+/* req:raw_headers() -> the header lines of the final response, as sent */
+static int request_raw_headers(lua_State *L) {
+  request *r = check_request(L, 1);
+  lua_pushlstring(L, r->hdr.p ? r->hdr.p : "", r->hdr.len);
+  return 1;
+}
+
 /* req:header(name) -> value or nil (name compared case-insensitively) */
 static int request_header(lua_State *L) {
   request *r = check_request(L, 1);
@@ -718,6 +752,12 @@ static int frame_pending(lua_State *L, request *r, oai_sse_event_fn fn, void *ud
   if (n == 0) return 0;
   rc = oai_sse_feed(&r->sse, r->body.p, n, fn, ud);
   r->body.len = 0;
+  if (r->paused && r->easy != NULL) {
+    /* room again: libcurl may hand over what it held right here (our
+       write callback only buffers), the rest comes with the next perform */
+    r->paused = 0;
+    curl_easy_pause(r->easy, CURLPAUSE_CONT);
+  }
   (void)L;
   return rc;
 }
@@ -970,7 +1010,7 @@ static int multi_add(lua_State *L) {
   if (r->m != NULL) return luaL_error(L, "oai.multi: request is already running");
   if (r->started) return luaL_error(L, "oai.multi: a request can only be started once");
   r->t_start = monotime();
-  r->last_rx = r->t_start;
+  r->last_rx = monotime_coarse();
   r->started = 1;
   /* link and pin first: libcurl may call the timer callback from inside
      curl_multi_add_handle, which only records the change */
@@ -1176,6 +1216,7 @@ static const luaL_Reg request_methods[] = {
   { "status", request_status },
   { "headers", request_headers },
   { "header", request_header },
+  { "raw_headers", request_raw_headers },
   { "body", request_body },
   { "is_sse", request_is_sse },
   { "read", request_read },

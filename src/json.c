@@ -23,6 +23,7 @@
 #define ENCODE_MAX_DEPTH 128
 #define DECODE_MAX_DEPTH 512
 #define SCRATCH_MT "oai.json.scratch"
+#define BOX_KEY "oai.json.box"     /* registry slot of the state's encoder box */
 
 /* ------------------------------------------------------- scratch memory */
 
@@ -37,53 +38,62 @@ typedef struct seg {      /* one step of the path to the value being encoded */
   lua_Integer index;
 } seg;
 
-typedef struct encoder {
+/* the encoder's heap memory: one box per Lua state, kept in the registry
+   and reused (no allocation per encode); its __gc frees it, so an error in
+   the middle of an encode leaks nothing */
+typedef struct jbox {
   char *out;
-  size_t len, cap;
+  size_t cap;
   keyent *keys;           /* a stack of key lists, one segment per object level */
-  size_t nkeys, capkeys;
+  size_t capkeys;
+  int busy;               /* an encode is using it (a finalizer may encode too) */
+} jbox;
+
+typedef struct encoder {
+  jbox *b;
+  size_t len;
+  size_t nkeys;
   const void *tables[ENCODE_MAX_DEPTH + 1];
   seg path[ENCODE_MAX_DEPTH + 1];
-  int depth;
   lua_State *L;
 } encoder;
 
 static int scratch_gc(lua_State *L) {
-  encoder *e = (encoder *)luaL_checkudata(L, 1, SCRATCH_MT);
-  free(e->out);
-  free(e->keys);
-  e->out = NULL;
-  e->keys = NULL;
-  e->len = e->cap = e->nkeys = e->capkeys = 0;
+  jbox *b = (jbox *)luaL_checkudata(L, 1, SCRATCH_MT);
+  free(b->out);
+  free(b->keys);
+  b->out = NULL;
+  b->keys = NULL;
+  b->cap = b->capkeys = 0;
   return 0;
 }
 
-static encoder *new_encoder(lua_State *L) {
-  encoder *e = (encoder *)lua_newuserdatauv(L, sizeof(encoder), 0);
-  memset(e, 0, sizeof(*e));
-  e->L = L;
+static jbox *new_box(lua_State *L) {
+  jbox *b = (jbox *)lua_newuserdatauv(L, sizeof(jbox), 0);
+  memset(b, 0, sizeof(*b));
   luaL_setmetatable(L, SCRATCH_MT);
-  return e;
+  return b;
 }
 
 static void grow(encoder *e, size_t need) {
-  size_t cap = e->cap ? e->cap : 256;
+  jbox *b = e->b;
+  size_t cap = b->cap ? b->cap : 1024;
   char *p;
   while (cap - e->len < need) {
     if (cap > ((size_t)-1) / 2) luaL_error(e->L, "oai.json.encode: out of memory");
     cap *= 2;
   }
-  p = (char *)realloc(e->out, cap);
+  p = (char *)realloc(b->out, cap);
   if (p == NULL) luaL_error(e->L, "oai.json.encode: out of memory");
-  e->out = p;
-  e->cap = cap;
+  b->out = p;   /* in the box at once: an error right after must not leak */
+  b->cap = cap;
 }
 
-#define PUTC(e, c) do { if ((e)->len == (e)->cap) grow((e), 1); (e)->out[(e)->len++] = (char)(c); } while (0)
+#define PUTC(e, c) do { if ((e)->len == (e)->b->cap) grow((e), 1); (e)->b->out[(e)->len++] = (char)(c); } while (0)
 
 static void put(encoder *e, const char *s, size_t n) {
-  if (e->cap - e->len < n) grow(e, n);
-  memcpy(e->out + e->len, s, n);
+  if (e->b->cap - e->len < n) grow(e, n);
+  memcpy(e->b->out + e->len, s, n);
   e->len += n;
 }
 
@@ -163,8 +173,8 @@ static void fail(encoder *e, int d, const char *msg) {
 
 static void encode_string(encoder *e, const char *s, size_t n, int d, const char *what) {
   const unsigned char *p = (const unsigned char *)s, *end = p + n;
-  if (e->cap - e->len < n + 2) grow(e, n + 2);
-  e->out[e->len++] = '"';
+  if (e->b->cap - e->len < n + 2) grow(e, n + 2);
+  e->b->out[e->len++] = '"';
   while (p < end) {
     const unsigned char *run = p;
     /* copy runs of plain ASCII at once */
@@ -275,15 +285,15 @@ static void encode_table(encoder *e, int idx, int d) {
     if (kt == LUA_TSTRING) {
       size_t kl;
       const char *k = lua_tolstring(L, -1, &kl);
-      if (e->nkeys == e->capkeys) {
-        size_t cap = e->capkeys ? e->capkeys * 2 : 32;
-        keyent *nk = (keyent *)realloc(e->keys, cap * sizeof(keyent));
+      if (e->nkeys == e->b->capkeys) {
+        size_t cap = e->b->capkeys ? e->b->capkeys * 2 : 32;
+        keyent *nk = (keyent *)realloc(e->b->keys, cap * sizeof(keyent));
         if (nk == NULL) luaL_error(L, "oai.json.encode: out of memory");
-        e->keys = nk;
-        e->capkeys = cap;
+        e->b->keys = nk;
+        e->b->capkeys = cap;
       }
-      e->keys[e->nkeys].s = k;
-      e->keys[e->nkeys].n = kl;
+      e->b->keys[e->nkeys].s = k;
+      e->b->keys[e->nkeys].n = kl;
       e->nkeys++;
       nstr++;
     } else if (kt == LUA_TNUMBER) {
@@ -343,9 +353,9 @@ static void encode_table(encoder *e, int idx, int d) {
   /* object: keys sorted by bytes */
   {
     size_t n = e->nkeys - base, j;
-    if (n > 16) qsort(e->keys + base, n, sizeof(keyent), cmp_keys);
+    if (n > 16) qsort(e->b->keys + base, n, sizeof(keyent), cmp_keys);
     else {   /* a few keys (the usual case): insertion sort, no calls */
-      keyent *k = e->keys + base;
+      keyent *k = e->b->keys + base;
       size_t a, b2;
       for (a = 1; a < n; a++) {
         keyent t = k[a];
@@ -355,7 +365,7 @@ static void encode_table(encoder *e, int idx, int d) {
     }
     PUTC(e, '{');
     for (j = 0; j < n; j++) {
-      keyent k = e->keys[base + j];   /* copy: the array may move */
+      keyent k = e->b->keys[base + j];   /* copy: the array may move */
       if (j > 0) PUTC(e, ',');
       e->path[d + 1].key = k.s;
       e->path[d + 1].klen = k.n;
@@ -398,12 +408,34 @@ static void encode_value(encoder *e, int idx, int d) {
 }
 
 void oai_json_encode_push(lua_State *L, int idx) {
-  encoder *e;
+  encoder e;
+  jbox *b;
   idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
-  e = new_encoder(L);
-  encode_value(e, idx, 0);
-  lua_pushlstring(L, e->out ? e->out : "", e->len);
-  lua_remove(L, -2);   /* the scratch box; its __gc frees the buffers */
+  lua_getfield(L, LUA_REGISTRYINDEX, BOX_KEY);   /* the state's box */
+  b = (jbox *)luaL_testudata(L, -1, SCRATCH_MT);
+  if (b == NULL || b->busy) {
+    /* none yet; or busy: an encode raised (leaving it marked) or a
+       finalizer encodes while another encode runs.  A new box replaces it
+       (a running encode keeps the old one alive on its stack). */
+    lua_pop(L, 1);
+    b = new_box(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, BOX_KEY);
+  }
+  e.b = b;
+  e.len = 0;
+  e.nkeys = 0;
+  e.L = L;
+  b->busy = 1;
+  encode_value(&e, idx, 0);
+  b->busy = 0;
+  lua_pushlstring(L, b->out ? b->out : "", e.len);
+  if (b->cap > 1024 * 1024) {   /* do not hold a huge buffer forever */
+    free(b->out);
+    b->out = NULL;
+    b->cap = 0;
+  }
+  lua_remove(L, -2);   /* the box */
 }
 
 /* json_encode(value) -> string | raises with the path to the bad value */

@@ -28,11 +28,8 @@ oai.base64 = core.base64
 oai.sse = core.sse
 oai.errors = errors
 
--- tasks
-oai.spawn = loop.spawn
-oai.run = loop.run
+-- tasks (oai.spawn, oai.run and oai.sleep follow the transport: see below)
 oai.step = loop.step
-oai.sleep = loop.sleep
 
 local DEFAULT_BASE_URL = "https://api.openai.com/v1"
 local USER_AGENT = "oai-lua/" .. core.version
@@ -110,14 +107,20 @@ end
 
 -- merged per-call options
 local function options(self, call)
-  local o = {}
-  for k, v in pairs(self.options) do o[k] = v end
-  if call then
-    for k in pairs(DEFAULTS) do
-      if call[k] ~= nil then o[k] = call[k] end
+  local base = self.options
+  if not call then return base end
+  local o
+  for k in pairs(DEFAULTS) do
+    local v = call[k]
+    if v ~= nil then
+      if not o then
+        o = {}
+        for kk, vv in pairs(base) do o[kk] = vv end
+      end
+      o[k] = v
     end
   end
-  return o
+  return o or base   -- shared: callers never modify it
 end
 
 -- set h[name] = value, replacing a header of the same name in another case
@@ -129,15 +132,33 @@ local function set_header(h, name, value)
   h[name] = value
 end
 
-local function header_table(self, call, key, accept, has_body)
+local function build_headers(self, key, accept, has_body)
   local h = { ["User-Agent"] = USER_AGENT, ["Accept"] = accept }
   if has_body then h["Content-Type"] = "application/json" end
   if key then h["Authorization"] = "Bearer " .. key end
   for k, v in pairs(self.headers) do set_header(h, k, v) end
-  if call and call.headers then
-    for k, v in pairs(call.headers) do set_header(h, k, v) end
-  end
   return h
+end
+
+-- the request headers; the client's part is built once per kind of request
+local function header_table(self, call, key, accept, has_body)
+  local h
+  if key == secrets[self] then
+    local cache = self._hcache
+    if not cache then cache = {}; self._hcache = cache end
+    local ck = accept .. (has_body and "+body" or "")
+    h = cache[ck]
+    if not h then h = build_headers(self, key, accept, has_body); cache[ck] = h end
+  else
+    h = build_headers(self, key, accept, has_body)
+  end
+  if call and call.headers then
+    local merged = {}
+    for k, v in pairs(h) do merged[k] = v end
+    for k, v in pairs(call.headers) do set_header(merged, k, v) end
+    return merged
+  end
+  return h   -- shared and never modified: the C side only reads it
 end
 
 ---------------------------------------------------------------- errors
@@ -265,6 +286,25 @@ local function transport()
 end
 oai.transport = transport
 
+-- Tasks and sleeps belong to the host that does the waiting: oai.loop's
+-- coroutines with libcurl, light threads and ngx.sleep inside nginx (a
+-- transport may bring spawn, run and sleep).  Tail calls keep the callers'
+-- error levels.
+
+--- oai.spawn([opts,] fn, ...) -> task (a light thread inside nginx)
+---@param opts table|function options {on_error} or the function
+---@param fn? function
+---@return table task
+function oai.spawn(opts, fn, ...) return (transport().spawn or loop.spawn)(opts, fn, ...) end
+
+--- Run until every task has finished (inside nginx: this request's tasks).
+---@return nil
+function oai.run() return (transport().run or loop.run)() end
+
+--- Sleep; other tasks (or nginx requests) keep running.
+---@param seconds number
+function oai.sleep(seconds) return (transport().sleep or loop.sleep)(seconds) end
+
 ---------------------------------------------------------------- requests
 
 -- Start one attempt and wait for its headers (stream) or its end.
@@ -341,7 +381,7 @@ function Client:_send(method, path, body, call, stream)
     local delay = backoff(n, err.headers)
     err.headers = nil
     req:close()
-    loop.sleep(delay)
+    oai.sleep(delay)
   end
 end
 
@@ -362,15 +402,33 @@ local function decode_body(req, key)
   return doc
 end
 
+-- the response headers are parsed only when someone asks for them
+local Meta = {
+  __index = function(m, k)
+    if k == "headers" then
+      local h = {}
+      for line in m._raw:gmatch("[^\r\n]+") do
+        local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+        if name then
+          name = name:lower()
+          h[name] = h[name] and (h[name] .. ", " .. value) or value
+        end
+      end
+      rawset(m, "headers", h)
+      return h
+    end
+  end,
+}
+
 local function remember(doc, req, attempts, t0)
   if type(doc) == "table" then
-    metadata[doc] = {
+    metadata[doc] = setmetatable({
       status = req:status(),
-      headers = req:headers(),
+      _raw = req:raw_headers(),
       request_id = req:header("x-request-id"),
       attempts = attempts,
       elapsed = monotime() - t0,
-    }
+    }, Meta)
   end
 end
 oai._remember = remember
@@ -437,8 +495,9 @@ local function has_callbacks(opts)
   return false
 end
 
--- open the stream: POST, retries, the stream_options fallback
-local function open_stream(self, request, opts)
+-- the body of a streamed request: a copy with stream = true (and
+-- stream_options when usage is wanted and the server takes it)
+local function stream_body(self, request, opts)
   local o = options(self, opts)
   local base = (opts and opts.base_url or self.base_url):gsub("/+$", "")
   local body = {}
@@ -449,7 +508,12 @@ local function open_stream(self, request, opts)
     body.stream_options = { include_usage = true }
     added_usage = true
   end
-  local req, attempts, t0 = self:_send("POST", "/chat/completions", encode(body, 3), opts, true)
+  return body, added_usage, base, o
+end
+
+-- open the stream: POST, retries, the stream_options fallback
+local function open_stream(self, body, json, added_usage, base, o, opts)
+  local req, attempts, t0 = self:_send("POST", "/chat/completions", json, opts, true)
   if not req and added_usage and refuses_stream_options(attempts) then
     no_stream_options[base] = true
     body.stream_options = nil
@@ -458,7 +522,7 @@ local function open_stream(self, request, opts)
   if not req then return nil, attempts end
   local key = secrets[self]
   if opts and opts.api_key ~= nil then key = opts.api_key end
-  local meta = { status = req:status(), headers = req:headers(),
+  local meta = { status = req:status(), _raw = req:raw_headers(),
                  request_id = req:header("x-request-id"), attempts = attempts }
   return stream_mod.new(req, {
     key = key, status = meta.status, request_id = meta.request_id, transport = transport(),
@@ -467,7 +531,7 @@ local function open_stream(self, request, opts)
       local m = {}
       for k, v in pairs(meta) do m[k] = v end
       m.elapsed = monotime() - t0
-      metadata[doc] = m
+      metadata[doc] = setmetatable(m, Meta)
     end,
   })
 end
@@ -512,12 +576,13 @@ end
 ---@return oai.Error? err
 function Client:stream(request, opts)
   if type(request) ~= "table" then error("client:stream: request must be a table", 2) end
-  encode(request, 2)   -- unencodable requests raise here, in the caller
+  local body, added_usage, base, o = stream_body(self, request, opts)
+  local json = encode(body, 2)   -- unencodable requests raise here, in the caller
   if has_callbacks(opts) then
     local proxy = stream_mod.failed(nil, {})
     proxy.finished = false
-    local task = loop.spawn({ on_error = opts.on_error }, function()
-      local s, err = open_stream(self, request, opts)
+    local task = oai.spawn({ on_error = opts.on_error }, function()
+      local s, err = open_stream(self, body, json, added_usage, base, o, opts)
       if not s then
         proxy.finished = true
         proxy.err = err
@@ -540,7 +605,7 @@ function Client:stream(request, opts)
     end
     return proxy
   end
-  return open_stream(self, request, opts)
+  return open_stream(self, body, json, added_usage, base, o, opts)
 end
 
 --- GET /models -> array of model objects

@@ -395,8 +395,12 @@ end
 local function guard(s, req)
   if req and newproxy then
     local p = newproxy(true)
-    getmetatable(p).__gc = function() pcall(req.cancel, req) end
+    local live = { req = req }
+    -- a finalizer must not raise (even a caught error in __gc can crash
+    -- LuaJIT inside nginx): a finished stream has nothing left to cancel
+    getmetatable(p).__gc = function() local r = live.req; if r then pcall(r.cancel, r) end end
     s._guard = p
+    s._live = live
   end
 end
 Stream.__gc = function(s)
@@ -446,6 +450,7 @@ function Stream:_finish(err)
     if not req:result() then req:cancel() end
     self.T.forget(req)
     req:close()
+    if self._live then self._live.req = nil end
   end
 end
 
@@ -629,13 +634,32 @@ end
 ---@return function iterator
 function Stream:text()
   local closer = setclose(self)
+  local choices = self.acc.choices
   return function()
     while true do
-      local k, i = self:_next()
-      if k == nil then return nil end
-      if k == K_CONTENT then
-        local t = self._out[i + 2]
-        if t ~= "" then return t end
+      local i, out = self._ri, self._out
+      if i <= self._rn and out[i] == K_CONTENT then
+        -- the hot path, inline: a content record of a choice seen before
+        local ch, t = choices[out[i + 1]], out[i + 2]
+        if ch then
+          self._ri = i + 3
+          local np = ch.np + 1
+          ch.parts[np] = t
+          ch.np = np
+          if t ~= "" then return t end
+        else
+          local k, j = self:_next()
+          if k == nil then return nil end
+          t = self._out[j + 2]
+          if t ~= "" then return t end
+        end
+      else
+        local k, j = self:_next()
+        if k == nil then return nil end
+        if k == K_CONTENT then
+          local t = self._out[j + 2]
+          if t ~= "" then return t end
+        end
       end
     end
   end, nil, nil, closer

@@ -175,8 +175,12 @@ end
 local RETURNED = {}
 local function noop() end
 
+-- oai.spawn / oai.transport once installed: tasks of the current host
+-- (light threads inside nginx, where oai.loop must not run)
+local host_spawn, host_transport
+
 local function spawn_handler(tool, args, call)
-  return loop.spawn({ on_error = noop }, function()
+  return (host_spawn or loop.spawn)({ on_error = noop }, function()
     return RETURNED, tool.handler(args, call)
   end)
 end
@@ -245,7 +249,9 @@ function Toolset:dispatch(tool_calls, opts)
       if job.tool then job.task = spawn_handler(job.tool, job.args, job.call); any = true end
     end
     -- outside a task, start them now (task:wait() then only waits for I/O)
-    if any and not in_task then loop.pump(0) end
+    -- (a host's own tasks start at once, and oai.loop must not run there)
+    local hosted = host_transport and host_transport().spawn ~= nil
+    if any and not in_task and not hosted then loop.pump(0) end
     for _, job in ipairs(jobs) do
       if job.task then job.content, job.err = task_outcome(job.task) end
     end
@@ -361,6 +367,7 @@ end
 ---@param Client table
 function M.install(oai)
   oai.tools = M.new
+  host_spawn, host_transport = oai.spawn, oai.transport
 end
 
 return M
