@@ -429,12 +429,58 @@ static void request_detach(request *r, lua_State *L) {
   r->ref = LUA_NOREF;
 }
 
+/* ------------------------------------------------------ easy handle pool */
+
+/* Closed requests give their easy handle back (curl_easy_reset keeps
+   nothing of the old request but libcurl's caches); creating one costs more
+   than the rest of a small request.  One pool per Lua state, in the
+   registry; its __gc cleans the handles up. */
+#define POOL_KEY "oai.easypool"
+#define POOL_MAX 32
+
+typedef struct easypool {
+  CURL *h[POOL_MAX];
+  int n;
+  int closed;   /* after __gc: handles given back are cleaned up at once */
+} easypool;
+
+static int pool_gc(lua_State *L) {
+  easypool *p = (easypool *)lua_touserdata(L, 1);
+  while (p->n > 0) curl_easy_cleanup(p->h[--p->n]);
+  p->closed = 1;
+  return 0;
+}
+
+static easypool *get_pool(lua_State *L) {
+  easypool *p;
+  lua_getfield(L, LUA_REGISTRYINDEX, POOL_KEY);
+  p = (easypool *)lua_touserdata(L, -1);
+  lua_pop(L, 1);   /* anchored in the registry */
+  return p;
+}
+
+static CURL *easy_take(lua_State *L) {
+  easypool *p = get_pool(L);
+  if (p != NULL && !p->closed && p->n > 0) return p->h[--p->n];
+  return curl_easy_init();
+}
+
+static void easy_give(lua_State *L, CURL *e) {
+  easypool *p = get_pool(L);
+  if (p != NULL && !p->closed && p->n < POOL_MAX) {
+    curl_easy_reset(e);
+    p->h[p->n++] = e;
+  } else {
+    curl_easy_cleanup(e);
+  }
+}
+
 /* req:close() -> nothing; idempotent; also __gc and __close */
 static int request_close(lua_State *L) {
   request *r = (request *)luaL_checkudata(L, 1, OAI_REQUEST_MT);
   if (r->easy == NULL) return 0;
   if (r->m != NULL) request_detach(r, L);
-  curl_easy_cleanup(r->easy);
+  easy_give(L, r->easy);
   r->easy = NULL;
   curl_slist_free_all(r->headers);
   r->headers = NULL;
@@ -534,7 +580,7 @@ static int request_new(lua_State *L) {
   r->ref = LUA_NOREF;
   luaL_setmetatable(L, OAI_REQUEST_MT);
   oai_sse_init(&r->sse, 0);
-  r->easy = curl_easy_init();
+  r->easy = easy_take(L);
   if (r->easy == NULL) return luaL_error(L, "oai.request: curl_easy_init failed");
 
   url = opt_str(L, 1, "url");
@@ -1270,6 +1316,15 @@ void oai_open_http(lua_State *L) {
   };
   /* not thread-safe, and only the first call does anything */
   curl_global_init(CURL_GLOBAL_DEFAULT);
+  {
+    easypool *p = (easypool *)lua_newuserdatauv(L, sizeof(easypool), 0);
+    memset(p, 0, sizeof(*p));
+    lua_newtable(L);
+    lua_pushcfunction(L, pool_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, POOL_KEY);
+  }
   new_type(L, OAI_MULTI_MT, multi_methods, multi_close, multi_tostring);
   new_type(L, OAI_REQUEST_MT, request_methods, request_close, request_tostring);
   luaL_setfuncs(L, funcs, 0);
