@@ -62,12 +62,16 @@ test: all
 
 # Sanitizers: the interpreters are not instrumented, so the runtime is preloaded.
 ASAN_LIBS = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
-asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+# Programs the specs start (nginx with oai.ngx, the chat CLI) use the plain
+# build: they do not run under the sanitizer, and core.so unsets LD_PRELOAD
+# for them (OAI_SANITIZE_UNSET_PRELOAD).
+asan: all
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -DOAI_SANITIZE_UNSET_PRELOAD" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined" all
 	@set -e; for r in $(RUNTIMES); do \
 	  echo "== asan busted on $$r"; \
 	  LD_PRELOAD="$(ASAN_LIBS)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  OAI_NGX_CPATH="$(CURDIR)/$(BUILD)/luajit" OAI_CHILD_BUILD="$(BUILD)/$$r" \
 	  OAI_BUILD=build-asan/$$r $(BUSTED) --lua=$$(case $$r in luajit) echo luajit;; *) echo lua$$r;; esac) \
 	    --cpath="build-asan/$$r/?.so" $(BUSTED_ARGS); \
 	done

@@ -4,7 +4,7 @@
 describe("chat CLI", function()
   it("streams, runs commands and survives Ctrl-C", function()
     local lua = (_VERSION == "Lua 5.1" and (jit and "luajit" or "lua5.1")) or ("lua" .. _VERSION:match("%d+%.%d+"))
-    local build = os.getenv("OAI_BUILD") or ("build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")))
+    local build = os.getenv("OAI_CHILD_BUILD") or os.getenv("OAI_BUILD") or ("build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")))
     local save = os.tmpname()
     local out = os.tmpname()
     local long = {}

@@ -57,6 +57,9 @@ describe("game loop", function()
     print(("\n  game loop: %d frames, step p99 %.3f ms, max %.3f ms; top: %.2f %.2f %.2f %.2f %.2f"):format(#steps, p99, max, steps[#steps], steps[#steps-1], steps[#steps-2], steps[#steps-3], steps[#steps-4]))
     -- timing is reported, not asserted tightly (the machine may be busy):
     -- a blocking step would show the server's 300-400 ms delays and stalls
-    assert.truthy(max < 250, "max step " .. max .. " ms: oai.step(0) blocked")
+    -- (under valgrind everything is 20-50 times slower: only completion counts)
+    if not os.getenv("OAI_VALGRIND") then
+      assert.truthy(max < 250, "max step " .. max .. " ms: oai.step(0) blocked")
+    end
   end)
 end)
