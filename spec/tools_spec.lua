@@ -2,6 +2,14 @@
 -- reported back to the model, call order, parallel handlers), and run against
 -- the local server's `tools` model, with chat and stream, blocking and in tasks.
 local oai = require "oai"
+
+-- the module path for Lua programs a spec starts: `make asan` gives them
+-- the plain build (they run without the sanitizer runtime)
+local function child_cpath()
+  local child = os.getenv("OAI_CHILD_BUILD")
+  if child and child ~= "" then return child .. "/?.so;" .. package.cpath end
+  return package.cpath
+end
 local server = require "server"
 
 local null = oai.null
@@ -457,7 +465,7 @@ describe("oai.tools", function()
       while arg and arg[i] do lua = arg[i] .. " " .. lua; i = i - 1 end
       local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
       local cmd = ("env -u OPENAI_BASE_URL -u OPENAI_MODEL LUA_PATH=%s LUA_CPATH=%s %s examples/tools.lua 2>&1; echo rc=$?")
-        :format(q(package.path), q(package.cpath), lua)
+        :format(q(package.path), q(child_cpath()), lua)
       local p = assert(io.popen(cmd))
       local out = p:read("*a")
       p:close()
