@@ -94,7 +94,9 @@ fuzz_src_fuzz_json_decode = src/json.c
 fuzz_lua_fuzz_json_decode = yes
 fuzz_src_fuzz_json_encode = src/json.c
 fuzz_lua_fuzz_json_encode = yes
-FUZZ_TARGETS ?= fuzz_sse fuzz_json_decode fuzz_json_encode
+fuzz_src_fuzz_chunk = src/chunk.c src/json.c
+fuzz_lua_fuzz_chunk = yes
+FUZZ_TARGETS ?= fuzz_sse fuzz_json_decode fuzz_json_encode fuzz_chunk
 
 fuzz:
 	@mkdir -p build/fuzz

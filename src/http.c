@@ -436,7 +436,9 @@ static void request_detach(request *r, lua_State *L) {
    than the rest of a small request.  One pool per Lua state, in the
    registry; its __gc cleans the handles up. */
 #define POOL_KEY "oai.easypool"
+#ifndef POOL_MAX
 #define POOL_MAX 32
+#endif
 
 typedef struct easypool {
   CURL *h[POOL_MAX];
