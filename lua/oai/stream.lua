@@ -742,7 +742,21 @@ end
 ---@return table? completion
 ---@return oai.Error? err
 function Stream:result()
-  while self:_next() do end
+  -- drain: content records of known choices inline (the common case), the
+  -- rest through _next
+  local choices = self.acc.choices
+  while true do
+    local i, out = self._ri, self._out
+    local ch = i <= self._rn and out[i] == K_CONTENT and choices[out[i + 1]]
+    if ch then
+      self._ri = i + 3
+      local np = ch.np + 1
+      ch.parts[np] = out[i + 2]
+      ch.np = np
+    elseif not self:_next() then
+      break
+    end
+  end
   if self.err then return nil, self.err end
   if self._result == nil then
     self._result = self.acc:completion()
