@@ -35,6 +35,7 @@ build = {
     ["oai.testing.app"] = "lua/oai/testing/app.lua",
     ["oai.testing.chat"] = "lua/oai/testing/chat.lua",
     ["oai.testing.json"] = "lua/oai/testing/json.lua",
+    ["oai.testing.proc"] = "lua/oai/testing/proc.lua",
     ["oai.tools"] = "lua/oai/tools.lua",
     ["oai.uv"] = "lua/oai/uv.lua",
   },

@@ -22,8 +22,6 @@ local START_TIMEOUT = 10    -- seconds
 local STOP_GRACE = 2        -- seconds between QUIT and KILL
 local PORT_MIN, PORT_MAX = 20000, 60000
 
-local NGINX_CANDIDATES = { "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/openresty/nginx/sbin/nginx" }
-local MODULE_DIRS = { "/usr/share/nginx/modules", "/usr/lib/nginx/modules", "/usr/lib64/nginx/modules" }
 local NGX_LUA_PATH = "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;"
   .. "/usr/local/share/lua/5.1/?.lua;/usr/local/share/lua/5.1/?/init.lua;;"
 local NGX_LUA_CPATH = "/usr/lib/x86_64-linux-gnu/lua/5.1/?.so;/usr/lib/aarch64-linux-gnu/lua/5.1/?.so;"
@@ -34,86 +32,18 @@ if not has_cjson then cjson = nil end
 
 ---------------------------------------------------------------------------- helpers
 
-local function q(s) -- shell quote
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+-- as a module, or run as a script (lua5.4 lua/oai/testing.lua start DIR)
+-- where oai.* may not be on package.path: then next to this file
+local has_proc, proc = pcall(require, "oai.testing.proc")
+if not has_proc then
+  local dir = SOURCE:match("^@(.-)oai[/\\]testing%.lua$")
+  if not dir then error(proc, 0) end
+  proc = dofile(dir .. "oai/testing/proc.lua")
 end
-
--- os.execute -> true when the command exited 0 (5.1/LuaJIT return a status number)
-local function execute(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a") or ""
-  p:close()
-  return out
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("*a")
-  f:close()
-  return data
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  assert(f:close())
-end
-
--- readers in nginx never see a half-written file
-local function write_atomic(path, data)
-  write_file(path .. ".tmp", data)
-  assert(os.rename(path .. ".tmp", path))
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
-local function sleep(seconds)
-  execute("sleep " .. seconds)
-end
-
-local function trim(s)
-  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
-end
-
--- pid is a live process (zombies count as dead: nobody may reap them in containers)
-local function alive(pid)
-  if not pid then return false end
-  local stat = read_file("/proc/" .. pid .. "/stat")
-  if stat then
-    local state = stat:match("^.*%) (%a)")
-    return state ~= nil and state ~= "Z" and state ~= "X"
-  end
-  if exists("/proc/self/stat") then return false end
-  return execute("kill -0 " .. pid .. " 2>/dev/null")
-end
-
-local own_pid
-local function getpid()
-  if not own_pid then
-    local stat = read_file("/proc/self/stat")
-    own_pid = stat and tonumber(stat:match("^(%d+)"))
-      or tonumber(trim(capture("echo $PPID"))) -- popen's sh is our child
-  end
-  return own_pid
-end
-
-local function is_root()
-  local status = read_file("/proc/self/status")
-  local uid = status and status:match("\nUid:%s*(%d+)")
-  if not uid then uid = trim(capture("id -u 2>/dev/null")) end
-  return uid == "0"
-end
+local q, execute, capture = proc.q, proc.execute, proc.capture
+local read_file, write_file, write_atomic, exists = proc.read_file, proc.write_file, proc.write_atomic, proc.exists
+local sleep, trim, alive, getpid, is_root = proc.sleep, proc.trim, proc.alive, proc.getpid, proc.is_root
+local random, find_nginx, module_lines = proc.random, proc.find_nginx, proc.module_lines
 
 local cwd
 local function absolute(path)
@@ -130,17 +60,6 @@ local function lua_root()
   local root = file:match("^(.-)oai[/\\]testing%.lua$") or "lua/"
   root = root:gsub("/+$", "")
   return absolute(root == "" and "." or root)
-end
-
--- Park-Miller generator: picks ports without touching the caller's math.random state
-local seed
-local function random(lo, hi)
-  if not seed then
-    local addr = tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0
-    seed = (os.time() * 1000 + getpid() * 7919 + math.floor(os.clock() * 1e6) + addr) % 2147483646 + 1
-  end
-  seed = (seed * 16807) % 2147483647
-  return lo + seed % (hi - lo + 1)
 end
 
 -- one-line Lua literals (the format of requests.log and scripts/*.lua)
@@ -265,35 +184,6 @@ local function ensure_certs(dir)
       .. (read_file(tls .. "/openssl.log") or ""), 3)
   end
   return tls
-end
-
-local function find_nginx(opts)
-  if opts.nginx then return opts.nginx end
-  local env = os.getenv("OAI_TESTING_NGINX")
-  if env and env ~= "" then return env end
-  for _, path in ipairs(NGINX_CANDIDATES) do
-    if exists(path) then return path end
-  end
-  return "nginx"
-end
-
--- load_module lines (none when the lua module is built in, as in OpenResty)
-local function module_lines(opts, nginx)
-  if opts.modules_dir == false or (opts.modules_dir == nil and nginx:find("openresty", 1, true)) then
-    return ""
-  end
-  local dirs = opts.modules_dir and { opts.modules_dir } or MODULE_DIRS
-  for _, d in ipairs(dirs) do
-    if exists(d .. "/ngx_http_lua_module.so") then
-      local lines = {}
-      if exists(d .. "/ndk_http_module.so") then
-        lines[#lines + 1] = "load_module " .. d .. "/ndk_http_module.so;"
-      end
-      lines[#lines + 1] = "load_module " .. d .. "/ngx_http_lua_module.so;"
-      return table.concat(lines, "\n")
-    end
-  end
-  return ""
 end
 
 local function nginx_conf(c)

@@ -1,7 +1,7 @@
 -- Test-process side of spec/ngx_spec.lua: start and stop private nginx instances
 -- (own prefix, free port on 127.0.0.1, a watchdog that stops them if the test process
 -- dies) and small process helpers.  Plain Lua 5.1-5.4 / LuaJIT, standard library only
--- (like lua/oai/testing.lua, whose helpers are private to it).
+-- (the process helpers are oai.testing.proc's).
 --
 --   local control = dofile("spec/support/ngx/control.lua")
 --   local ngx = control.start { conf = text_with_@PORT@_and_@PREFIX@, env = { K = "v" } }
@@ -11,78 +11,13 @@ local control = {}
 local PORT_MIN, PORT_MAX = 20000, 60000
 local POLL = 0.02
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-control.q = q
-
-local function execute(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
-control.execute = execute
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("*a") or ""
-  p:close()
-  return out
-end
-control.capture = capture
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-control.read_file = read_file
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(data))
-  assert(f:close())
-end
-control.write_file = write_file
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-control.exists = exists
-
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
-
-local function alive(pid)
-  if not pid then return false end
-  local stat = read_file("/proc/" .. pid .. "/stat")
-  if stat then
-    local state = stat:match("^.*%) (%a)")
-    return state ~= nil and state ~= "Z" and state ~= "X"
-  end
-  if exists("/proc/self/stat") then return false end
-  return execute("kill -0 " .. pid .. " 2>/dev/null")
-end
-
-local function sleep(s) execute("sleep " .. s) end
-control.sleep = sleep
-
-local own_pid
-local function getpid()
-  if not own_pid then
-    local stat = read_file("/proc/self/stat")
-    own_pid = stat and tonumber(stat:match("^(%d+)")) or tonumber(trim(capture("echo $PPID")))
-  end
-  return own_pid
-end
-
-local function is_root()
-  local status = read_file("/proc/self/status")
-  local uid = status and status:match("\nUid:%s*(%d+)")
-  if not uid then uid = trim(capture("id -u 2>/dev/null")) end
-  return uid == "0"
-end
+local proc = require "oai.testing.proc"
+local q, execute, capture, read_file, write_file, exists = proc.q, proc.execute, proc.capture,
+  proc.read_file, proc.write_file, proc.exists
+local trim, alive, sleep, getpid, is_root, random = proc.trim, proc.alive, proc.sleep,
+  proc.getpid, proc.is_root, proc.random
+control.q, control.execute, control.capture, control.read_file = q, execute, capture, read_file
+control.write_file, control.exists, control.sleep = write_file, exists, sleep
 
 -- absolute path of the repository (this file is spec/support/ngx/control.lua)
 function control.root()
@@ -95,38 +30,10 @@ function control.root()
   return dir
 end
 
-local seed
-local function random(lo, hi)
-  if not seed then
-    local addr = tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0
-    seed = (os.time() * 1000 + getpid() * 7919 + math.floor(os.clock() * 1e6) + addr) % 2147483646 + 1
-  end
-  seed = (seed * 16807) % 2147483647
-  return lo + seed % (hi - lo + 1)
-end
-
-function control.find_nginx()
-  local env = os.getenv("OAI_TESTING_NGINX")
-  if env and env ~= "" then return env end
-  for _, p in ipairs({ "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/openresty/nginx/sbin/nginx" }) do
-    if exists(p) then return p end
-  end
-  return "nginx"
-end
+function control.find_nginx() return proc.find_nginx({}) end
 
 -- load_module lines for Debian's dynamic modules; "" when built in (OpenResty)
-function control.module_lines(nginx)
-  if nginx:find("openresty", 1, true) then return "" end
-  for _, d in ipairs({ "/usr/share/nginx/modules", "/usr/lib/nginx/modules", "/usr/lib64/nginx/modules" }) do
-    if exists(d .. "/ngx_http_lua_module.so") then
-      local out = {}
-      if exists(d .. "/ndk_http_module.so") then out[#out + 1] = "load_module " .. d .. "/ndk_http_module.so;" end
-      out[#out + 1] = "load_module " .. d .. "/ngx_http_lua_module.so;"
-      return table.concat(out, "\n")
-    end
-  end
-  return ""
-end
+function control.module_lines(nginx) return proc.module_lines({}, nginx) end
 
 -- nginx drops privileges to nobody when started as root: keep root (test files are ours)
 function control.user_line()
