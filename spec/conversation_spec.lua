@@ -2,42 +2,14 @@
 -- completed), trimming that never orphans tool messages, keep_reasoning,
 -- usage totals and cost, exact JSON round trips, fork, and the tool loop.
 local oai = require "oai"
+local helpers = require "helpers"
+local function ways(name, body) return helpers.ways(it, name, body, "send") end
+local roles = helpers.roles
+local child_cpath = helpers.child_cpath
 
--- the module path for Lua programs a spec starts: `make asan` gives them
--- the plain build (they run without the sanitizer runtime)
-local function child_cpath()
-  local child = os.getenv("OAI_CHILD_BUILD")
-  if child and child ~= "" then return child .. "/?.so;" .. package.cpath end
-  return package.cpath
-end
 local server = require "server"
 
 local null = oai.null
-
--- it() four times: send and stream, blocking and inside a task
-local function ways(name, body)
-  for _, stream in ipairs({ false, true }) do
-    for _, in_task in ipairs({ false, true }) do
-      local label = ("%s (%s, %s)"):format(name, stream and "stream" or "send", in_task and "in a task" or "blocking")
-      it(label, function()
-        if in_task then
-          local ran = false
-          oai.spawn(function() body(stream); ran = true end)
-          oai.run()
-          assert.is_true(ran)
-        else
-          body(stream)
-        end
-      end)
-    end
-  end
-end
-
-local function roles(messages)
-  local out = {}
-  for i, m in ipairs(messages) do out[i] = m.role end
-  return table.concat(out, ",")
-end
 
 local function contents(messages)
   local out = {}

@@ -2,11 +2,8 @@
 -- Neovim (LuaJIT build of oai) and checks its exit code and report.
 local server = require "server"
 
-local function sh(cmd)
-  local ok, how, code = os.execute(cmd)
-  if type(ok) == "number" then return ok == 0, ok end   -- Lua 5.1
-  return ok == true, code
-end
+local helpers = require "helpers"
+local sh = helpers.sh
 
 describe("Neovim host", function()
   local have_nvim = sh("command -v nvim >/dev/null 2>&1")
@@ -17,15 +14,8 @@ describe("Neovim host", function()
     assert.is_true(have_nvim, "nvim is not installed (Debian package neovim)")
     assert.truthy(have_jit, "build/luajit/oai/core.so is missing: run make")
     local srv = server.start {}
-    local result = os.tmpname()
-    local root = io.popen("pwd"):read("*l")
-    local ok, code = sh(("OAI_ROOT=%q OAI_URL=%q OAI_RESULT=%q timeout 60 nvim --headless -u NONE -i NONE -n -c 'luafile %s/spec/hosts/nvim_streams.lua' >/dev/null 2>&1")
-      :format(root, srv.url, result, root))
+    local ok, code, report = helpers.nvim("nvim_streams.lua", srv.url)
     srv:stop()
-    local f = io.open(result, "r")
-    local report = f and f:read("*a") or "(no report)"
-    if f then f:close() end
-    os.remove(result)
     print("\n  nvim: " .. report:gsub("\n$", ""))
     assert.is_true(ok, "nvim exited with " .. tostring(code) .. ": " .. report)
     assert.truthy(report:find("^ok "), report)
@@ -38,15 +28,8 @@ describe("Neovim host", function()
   it("runs the examples/nvim plugin: folded reasoning, <C-c> cancels", function()
     assert.is_true(have_nvim, "nvim is not installed (Debian package neovim)")
     local srv = server.start {}
-    local result = os.tmpname()
-    local root = io.popen("pwd"):read("*l")
-    local ok, code = sh(("OAI_ROOT=%q OAI_URL=%q OAI_RESULT=%q timeout 60 nvim --headless -u NONE -i NONE -n -c 'luafile %s/spec/hosts/nvim_plugin.lua' >/dev/null 2>&1")
-      :format(root, srv.url, result, root))
+    local ok, code, report = helpers.nvim("nvim_plugin.lua", srv.url)
     srv:stop()
-    local f = io.open(result, "r")
-    local report = f and f:read("*a") or "(no report)"
-    if f then f:close() end
-    os.remove(result)
     assert.is_true(ok, "nvim exited with " .. tostring(code) .. ": " .. report)
     assert.equal("ok\n", report)
   end)

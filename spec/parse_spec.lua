@@ -2,6 +2,8 @@
 -- against the local server's `structured` model, with chat and stream,
 -- blocking and inside tasks.
 local oai = require "oai"
+local helpers = require "helpers"
+local function ways(name, body) return helpers.ways(it, name, body) end
 local server = require "server"
 
 local null = oai.null
@@ -19,25 +21,6 @@ local PERSON = {
 
 local function format(schema, name)
   return { type = "json_schema", json_schema = { name = name or "person", strict = true, schema = schema or PERSON } }
-end
-
--- it() four times: chat and stream, blocking and inside a task
-local function ways(name, body)
-  for _, stream in ipairs({ false, true }) do
-    for _, in_task in ipairs({ false, true }) do
-      local label = ("%s (%s, %s)"):format(name, stream and "stream" or "chat", in_task and "in a task" or "blocking")
-      it(label, function()
-        if in_task then
-          local ran = false
-          oai.spawn(function() body(stream); ran = true end)
-          oai.run()
-          assert.is_true(ran)
-        else
-          body(stream)
-        end
-      end)
-    end
-  end
 end
 
 describe("oai.validate", function()

@@ -2,14 +2,11 @@
 -- reported back to the model, call order, parallel handlers), and run against
 -- the local server's `tools` model, with chat and stream, blocking and in tasks.
 local oai = require "oai"
+local helpers = require "helpers"
+local function ways(name, body) return helpers.ways(it, name, body) end
+local roles = helpers.roles
+local child_cpath = helpers.child_cpath
 
--- the module path for Lua programs a spec starts: `make asan` gives them
--- the plain build (they run without the sanitizer runtime)
-local function child_cpath()
-  local child = os.getenv("OAI_CHILD_BUILD")
-  if child and child ~= "" then return child .. "/?.so;" .. package.cpath end
-  return package.cpath
-end
 local server = require "server"
 
 local null = oai.null
@@ -43,31 +40,6 @@ local function make_tools(log, extra)
   }
   for k, v in pairs(extra or {}) do specs[k] = v end
   return oai.tools(specs)
-end
-
--- it() four times: chat and stream, blocking and inside a task
-local function ways(name, body)
-  for _, stream in ipairs({ false, true }) do
-    for _, in_task in ipairs({ false, true }) do
-      local label = ("%s (%s, %s)"):format(name, stream and "stream" or "chat", in_task and "in a task" or "blocking")
-      it(label, function()
-        if in_task then
-          local ran = false
-          oai.spawn(function() body(stream); ran = true end)
-          oai.run()
-          assert.is_true(ran)
-        else
-          body(stream)
-        end
-      end)
-    end
-  end
-end
-
-local function roles(messages)
-  local out = {}
-  for i, m in ipairs(messages) do out[i] = m.role end
-  return table.concat(out, ",")
 end
 
 describe("oai.tools", function()

@@ -1,0 +1,67 @@
+-- Small helpers shared by the specs.
+local oai = require "oai"
+local luassert = require "luassert"
+
+local helpers = {}
+
+function helpers.user(text) return { role = "user", content = text } end
+
+-- it() four times: the non-streamed call (labelled `plain`, e.g. "chat" or
+-- "send") and the streamed one, each blocking and inside a task.  `it` is
+-- busted's, from the spec file's environment.
+function helpers.ways(it, name, body, plain)
+  for _, stream in ipairs({ false, true }) do
+    for _, in_task in ipairs({ false, true }) do
+      local label = ("%s (%s, %s)"):format(name, stream and "stream" or (plain or "chat"),
+        in_task and "in a task" or "blocking")
+      it(label, function()
+        if in_task then
+          local ran = false
+          oai.spawn(function() body(stream); ran = true end)
+          oai.run()
+          luassert.is_true(ran)
+        else
+          body(stream)
+        end
+      end)
+    end
+  end
+end
+
+-- "user,assistant,tool" for a message list
+function helpers.roles(messages)
+  local out = {}
+  for i, m in ipairs(messages) do out[i] = m.role end
+  return table.concat(out, ",")
+end
+
+-- the module path for Lua programs a spec starts: `make asan` gives them
+-- the plain build (they run without the sanitizer runtime)
+function helpers.child_cpath()
+  local child = os.getenv("OAI_CHILD_BUILD")
+  if child and child ~= "" then return child .. "/?.so;" .. package.cpath end
+  return package.cpath
+end
+
+-- os.execute -> ok, exit code (5.1 returns a number)
+function helpers.sh(cmd)
+  local ok, _, code = os.execute(cmd)
+  if type(ok) == "number" then return ok == 0, ok end
+  return ok == true, code
+end
+
+-- run `script` (under spec/hosts/) in headless Neovim against `url`:
+-- ok, exit code, the report the script wrote
+function helpers.nvim(script, url)
+  local result = os.tmpname()
+  local root = io.popen("pwd"):read("*l")
+  local ok, code = helpers.sh(("OAI_ROOT=%q OAI_URL=%q OAI_RESULT=%q timeout 60 nvim --headless -u NONE -i NONE -n -c 'luafile %s/spec/hosts/%s' >/dev/null 2>&1")
+    :format(root, url, result, root, script))
+  local f = io.open(result, "r")
+  local report = f and f:read("*a") or "(no report)"
+  if f then f:close() end
+  os.remove(result)
+  return ok, code, report
+end
+
+return helpers
