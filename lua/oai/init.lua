@@ -245,7 +245,6 @@ local function status_error(status, headers, body, key)
   end
   return errors.new(fields, key)
 end
-oai._status_error = status_error
 
 local function transport_error(name, message, key)
   return errors.new({
@@ -431,7 +430,6 @@ local function remember(doc, req, attempts, t0)
     }, Meta)
   end
 end
-oai._remember = remember
 
 --- Response metadata of a decoded response: {status, headers, request_id,
 --- attempts, elapsed}; nil for tables that did not come from a response.
@@ -654,9 +652,5 @@ for _, name in ipairs({ "oai.messages", "oai.conversation", "oai.tools", "oai.pa
   end
 end
 
-oai._secrets = secrets
-oai._options = options
-oai._decode_body = decode_body
-oai._encode = encode
 
 return oai

@@ -289,21 +289,6 @@ function loop.sleep(seconds)
   end
 end
 
---- Let other tasks run (inside a task); a no-op elsewhere.
----@return nil
-function loop.yield()
-  local t = current_task()
-  if t then co_yield() end
-end
-
---- Call fn after `seconds` from the loop (not inside a task).
----@param seconds number
----@param fn function
----@return table timer
-function loop.after(seconds, fn)
-  return add_timer { at = monotime() + seconds, fn = fn }
-end
-
 ---@param tm table
 function loop.cancel_timer(tm)
   for i = 1, #timers do

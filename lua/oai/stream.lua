@@ -332,51 +332,6 @@ M.Stream = Stream
 
 local FLAG_RAW = 1
 
--- Lua fallback for a transport without the C chunk decoder: SSE events ->
--- records through the generic path
-local function read_records_lua(req, out, flags)
-  local evs, err = req:read()
-  local n = 0
-  if not evs then
-    out[1], out[2], out[3] = K_BAD, "", err
-    return 3, true
-  end
-  for _, ev in ipairs(evs) do
-    local data = ev.data
-    if ev.type == "error" then
-      local doc = json_decode(data)
-      local e = type(doc) == "table" and (doc.error or doc) or { message = data }
-      out[n + 1], out[n + 2], out[n + 3] = K_ERROR, e, data
-      n = n + 3
-    else
-      local trimmed = data:match("^%s*(.-)%s*$")
-      if trimmed == "[DONE]" then
-        out[n + 1] = K_DONE
-        n = n + 1
-        return n, true
-      elseif trimmed ~= "" and trimmed:sub(1, 1) ~= ":" then
-        local doc, derr = json_decode(data)
-        if doc == nil then
-          out[n + 1], out[n + 2], out[n + 3] = K_BAD, data, derr
-          return n + 3, true
-        end
-        if flags % 2 == FLAG_RAW then
-          out[n + 1], out[n + 2] = K_RAW, doc
-          n = n + 2
-        else
-          n = records_from_chunk(doc, out, n)
-        end
-      end
-    end
-  end
-  return n, false
-end
-
-local function read_records(req, out, flags)
-  if req.read_records then return req:read_records(out, flags) end
-  return read_records_lua(req, out, flags)
-end
-
 local setclose
 do
   -- Lua 5.4: the iterator's closing value cancels the stream on `break`
@@ -508,7 +463,7 @@ function Stream:_fill()
         return self._ri <= self._rn
       end
     else
-      local n, stop = read_records(req, self._out, self._flags)
+      local n, stop = req:read_records(self._out, self._flags)
       if n > 0 then
         self._ri, self._rn = 1, n
         if stop then self._stop = true end
