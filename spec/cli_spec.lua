@@ -1,6 +1,7 @@
 -- examples/chat.lua driven through a pseudo-terminal (util-linux `script`):
 -- streaming, /commands, multi-line input, and Ctrl-C cancelling the reply
--- in progress without ending the program.
+-- in progress without ending the program.  The command is exec'd: a `sh -c`
+-- left as parent would itself die of the SIGINT the terminal sends.
 describe("chat CLI", function()
   it("streams, runs commands and survives Ctrl-C", function()
     local lua = (_VERSION == "Lua 5.1" and (jit and "luajit" or "lua5.1")) or ("lua" .. _VERSION:match("%d+%.%d+"))
@@ -18,7 +19,7 @@ describe("chat CLI", function()
       "printf 'multi \\\\\\nline\\n'; sleep 1.5",
       "printf '/quit\\n'; sleep 0.5",
     }, "; ")
-    local cmd = ("(%s) | env -u OPENAI_BASE_URL -u OPENAI_API_KEY TERM=dumb LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' timeout 40 script -qfec '%s examples/chat.lua' /dev/null > %s 2>&1")
+    local cmd = ("(%s) | env -u OPENAI_BASE_URL -u OPENAI_API_KEY SHELL=/bin/sh TERM=dumb LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' timeout 40 script -qfec 'exec %s examples/chat.lua' /dev/null > %s 2>&1")
       :format(input, build, lua, out)
     local ok, _, code = os.execute(cmd)
     if type(ok) == "number" then code = ok; ok = ok == 0 end
@@ -27,7 +28,7 @@ describe("chat CLI", function()
     f:close()
     os.remove(out)
     os.remove(save)
-    assert.is_true(ok == true or code == 0, "exit " .. tostring(code) .. "\n" .. log)
+    assert.is_true(ok == true or code == 0, "exit " .. tostring(code) .. "\n" .. log .. "\n(exit " .. tostring(code) .. ")")
     assert.truthy(log:find("Hello! You said: hello there", 1, true), log)
     assert.truthy(log:find("tokens/s", 1, true), log)
     assert.truthy(log:find("[canceled]", 1, true), log)
