@@ -57,7 +57,7 @@ describe("the C chunk decoder", function()
   local seed = 7
   local function rnd(n)
     seed = (seed * 1103515245 + 12345) % 2147483648
-    return seed % n
+    return math.floor(seed / 65536) % n   -- the high bits: the low ones of an LCG cycle fast
   end
   local function shuffle(t)
     for i = #t, 2, -1 do local j = rnd(i) + 1; t[i], t[j] = t[j], t[i] end
@@ -119,6 +119,61 @@ describe("the C chunk decoder", function()
       local want = lua_records(data)
       assert.is_not_nil(want, data)
       assert.same(want, c_records(data), "chunk " .. i .. ": " .. data)
+    end
+  end)
+
+  -- a stream's chunks usually differ only in their content text, and the C
+  -- path reuses the last content-only chunk as a template: a stream that
+  -- keeps that shape, breaks it and comes back, through one parser
+  it("gives the generic path's records for chunks of one stream that share a shape", function()
+    local shapes = {
+      '{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":%s},"logprobs":null,"finish_reason":null}]}',
+      '{"model":"m","created":1,"id":"c1","choices":[{"logprobs":null,"delta":{"content":%s},"finish_reason":null,"index":0}],"object":"chat.completion.chunk"}',
+      '{"choices":[{"delta":{"content":%s},"index":1}],"id":"c1"}',
+      '{"id":"c1","choices":[{"index":0,"delta":{"content":%s}}],"usage":null}  ',
+    }
+    local others = {
+      '{"id":"c1","choices":[{"index":0,"delta":{"content":%s},"finish_reason":"stop"}]}',
+      '{"id":"c1","choices":[{"index":0,"delta":{"content":%s,"role":"assistant"}}]}',
+      '{"id":"c1","choices":[{"index":0,"delta":{"content":%s}},{"index":1,"delta":{"content":"x"}}]}',
+      '{"id":"c2","choices":[{"index":0,"delta":{"content":%s},"logprobs":null,"finish_reason":null}]}',
+    }
+    local tricky = { '"a\\"},\\"x\\":\\"b"', '"\\""', '"\\\\"', '""', '"\\u00e9"', '"tail\\"}]}"' }
+    for round = 1, 40 do
+      local p = oai.sse()
+      local shape = shapes[rnd(#shapes) + 1]
+      for i = 1, 50 do
+        local text = rnd(5) == 0 and tricky[rnd(#tricky) + 1] or encode(str() .. i)
+        if rnd(4) == 0 then text = '"' .. ("7"):rep(rnd(30)) .. '"' end   -- digits where an index was
+        local other = rnd(10)
+        local data = (other == 0 and others[rnd(#others) + 1]
+          -- the same length, a few bytes apart: before or after the text
+          or other == 1 and shape:gsub('"index":%d', '"index":3'):gsub('"id":"c1"', '"id":"c9"')
+          or other == 2 and shape:gsub('"content"', '"refusal"')
+          or other == 3 and shape:gsub('"finish_reason":null', '"finish_reason":"ab"'):gsub('"usage":null', '"usage":{  }')
+          or shape):format(text)
+        local want = lua_records(data)
+        local out = {}
+        local n = p:records("data: " .. data .. "\n\n", out, 0)
+        assert.same(want, normalize(out, n), "round " .. round .. " chunk " .. i .. ": " .. data)
+      end
+    end
+  end)
+
+  it("finds a bad value in a chunk of the same shape as the last", function()
+    local p = oai.sse()
+    local shape = '{"id":"c1","choices":[{"index":0,"delta":{"content":"%s"}}]}'
+    local out = {}
+    assert.equal(9, (p:records("data: " .. shape:format("ok") .. "\n\n", out, 0)))   -- META + CONTENT
+    for _, bad in ipairs({ "bad \255", "\\ud800", "\\q", "ctl\1" }) do
+      local data = shape:format(bad)
+      local n, stop = p:records("data: " .. data .. "\n\n", out, 0)
+      assert.is_true(stop, data)
+      assert.equal(stream.kinds.BAD, out[1])
+      assert.equal(data, out[2])
+      assert.equal(3, n)
+      p:reset()
+      assert.equal(9, (p:records("data: " .. shape:format("ok") .. "\n\n", out, 0)), "META again after reset")
     end
   end)
 

@@ -46,6 +46,10 @@ typedef struct out {
   lua_State *L;
   int t;      /* stack index of the records table */
   int n;      /* records slots used */
+  int other;  /* records other than META and CONTENT put so far */
+  int contents;             /* CONTENT records put so far */
+  const char *cp, *ip;      /* the last CONTENT record's value and index spans */
+  size_t cn, in;
 } out;
 
 /* ------------------------------------------------------------ scanning */
@@ -58,17 +62,37 @@ static void ws(sc *s) {
   while (s->p < s->e && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t')) s->p++;
 }
 
+/* bytes that end the fast run through a string: '"', '\\' and controls */
+static const unsigned char STR_STOP[256] = {
+  1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1, 1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,
+  0,0,1,0,0,0,0,0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,
+  0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0,0,0,0,1,0,0,0,
+  0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0, 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0
+};   /* 128..255: 0 (UTF-8 is checked when a value is pushed) */
+
+/* the first byte in [p, e) that STR_STOP marks, or e; four at a time */
+static const char *str_run(const char *p, const char *e) {
+  while (e - p >= 4) {
+    if (STR_STOP[(unsigned char)p[0]]) return p;
+    if (STR_STOP[(unsigned char)p[1]]) return p + 1;
+    if (STR_STOP[(unsigned char)p[2]]) return p + 2;
+    if (STR_STOP[(unsigned char)p[3]]) return p + 3;
+    p += 4;
+  }
+  while (p < e && !STR_STOP[(unsigned char)*p]) p++;
+  return p;
+}
+
+/* s at a '"': past the closing quote; 0 if unterminated or a raw control */
 static int skip_string(sc *s) {
   const char *p = s->p + 1, *e = s->e;
-  while (p < e) {
-    unsigned char c = (unsigned char)*p++;
-    if (c == '"') { s->p = p; return 1; }
-    if (c == '\\') {
-      if (p >= e) return 0;
-      p++;
-    } else if (c < 0x20) return 0;
+  for (;;) {
+    p = str_run(p, e);
+    if (p >= e) return 0;
+    if (*p == '"') { s->p = p + 1; return 1; }
+    if (*p != '\\' || p + 1 >= e) return 0;
+    p += 2;
   }
-  return 0;
 }
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -114,6 +138,14 @@ static int skip_value(sc *s, span *v, int depth) {
          backslashes); whether the value can be pushed as is is decided
          only for values that are pushed (push_value) */
       const char *q = s->p + 1;
+      /* short values without escapes (most deltas) end within the first
+         bytes: a table run finds the quote; the rest go on with memchr */
+      const char *r = str_run(q, s->e - q > 24 ? q + 24 : s->e);
+      if (r < s->e && *r == '"') {
+        s->p = r + 1;
+        v->plain = -1;
+        break;
+      }
       for (;;) {
         const char *b;
         q = (const char *)memchr(q, '"', (size_t)(s->e - q));
@@ -189,12 +221,13 @@ static int next_key(sc *s, span *key, int *first) {
   }
   if (s->p >= s->e || *s->p != '"') return GIVE_UP;
   {
-    const char *k = s->p + 1;
-    if (!skip_string(s)) return GIVE_UP;
+    /* keys with escapes (or anything else odd) go the generic way */
+    const char *k = s->p + 1, *q = str_run(k, s->e);
+    if (q >= s->e || *q != '"') return GIVE_UP;
     key->p = k;
-    key->n = (size_t)(s->p - 1 - k);
+    key->n = (size_t)(q - k);
     key->plain = 0;
-    if (memchr(k, '\\', key->n) != NULL) return GIVE_UP;
+    s->p = q + 1;
   }
   ws(s);
   if (s->p >= s->e || *s->p != ':') return GIVE_UP;
@@ -281,7 +314,8 @@ static int push_value(lua_State *L, const span *v) {
   return oai_json_decode_push(L, v->p, v->n);
 }
 
-static void put_int(out *o, lua_Integer k) {
+static void put_int(out *o, lua_Integer k) {   /* a record's kind */
+  if (k != K_META) o->other++;
   lua_pushinteger(o->L, k);
   lua_rawseti(o->L, o->t, ++o->n);
 }
@@ -380,7 +414,8 @@ static int put_tool(out *o, const span *idx, int pos, const span *tc) {
   }
   put_int(o, K_TOOL);
   if (!put_span(o, idx)) return 0;
-  put_int(o, pos);
+  lua_pushinteger(o->L, pos);
+  put_top(o);
   if (ti.p != NULL && (is_digit(ti.p[0]) || ti.p[0] == '-')) { if (!put_span(o, &ti)) return 0; }
   else if (ti.p != NULL && !is_null(&ti)) return GIVE_UP;
   else put_nil(o);
@@ -468,6 +503,10 @@ static int put_choice(out *o, sc *sp, int pos) {
     if (content.p && is_str(&content)) {
       put_int(o, K_CONTENT);
       if (!put_span(o, &idx) || !put_span(o, &content)) return 0;
+      o->contents++;
+      o->other--;   /* put_int counted it */
+      o->cp = content.p; o->cn = content.n;
+      o->ip = idx.p == posbuf ? NULL : idx.p; o->in = idx.n;
     }
     if (refusal.p && is_str(&refusal)) {
       put_int(o, K_REFUSAL);
@@ -596,14 +635,52 @@ static int fast_chunk(out *o, const char *d, size_t len, unsigned long long *met
   return put_extras(o, &tx, K_TOP_EXTRA, NULL);
 }
 
+/* A chunk equal to the template outside its content string has the same
+   records as the template's chunk with this text: CONTENT idx text.  (The
+   metadata, and so the META decision, are in the equal bytes.)  1 when
+   put, 0 when the chunk differs or its text needs the full path. */
+static int same_shape(out *o, const oai_chunk_state *st, const char *d, size_t len) {
+  size_t tail = st->len - st->ce, ce;
+  sc s;
+  span idx, text;
+  if (len < st->cs + 2 + tail || memcmp(d, st->tpl, st->cs + 1) != 0) return 0;
+  s.p = d + st->cs; s.e = d + len - tail;
+  if (!skip_string(&s)) return 0;
+  ce = (size_t)(s.p - d);
+  if (ce + tail != len || memcmp(s.p, st->tpl + st->ce, tail) != 0) return 0;
+  idx.p = d + (st->is < st->cs ? st->is : st->is - st->ce + ce);
+  idx.n = st->in;
+  idx.plain = 0;
+  text.p = d + st->cs; text.n = ce - st->cs; text.plain = -1;
+  put_int(o, K_CONTENT);
+  if (!put_span(o, &idx) || !put_span(o, &text)) return 0;
+  return 1;
+}
+
+/* after the full path: keep this chunk as the template if its only
+   records were one CONTENT (and perhaps META) */
+static void keep_template(oai_chunk_state *st, const out *o, const char *d, size_t len) {
+  st->len = 0;
+  if (o->other != 0 || o->contents != 1 || o->ip == NULL || len > sizeof st->tpl) return;
+  memcpy(st->tpl, d, len);
+  st->cs = (size_t)(o->cp - d);
+  st->ce = st->cs + o->cn;
+  st->is = (size_t)(o->ip - d);
+  st->in = o->in;
+  st->len = len;
+}
+
 /* Append the records of one event to the table at index t (n slots used);
    returns 1 when the stream is over ([DONE], an error or a bad chunk). */
 int oai_chunk_records(lua_State *L, int t, int *n, const char *type, size_t type_len,
-                      const char *d, size_t len, unsigned long long *meta, int raw) {
+                      const char *d, size_t len, oai_chunk_state *st, int raw) {
   out o;
   const char *p = d, *e = d + len;
   int start = *n, r;
   o.L = L; o.t = t; o.n = *n;
+  o.other = o.contents = 0;
+  o.cp = o.ip = NULL;
+  o.cn = o.in = 0;
   luaL_checkstack(L, 8, "oai: records");
   while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
   while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) e--;
@@ -632,8 +709,19 @@ int oai_chunk_records(lua_State *L, int t, int *n, const char *type, size_t type
   }
   if (!raw) {
     int top = lua_gettop(L);
-    r = fast_chunk(&o, d, len, meta);
-    if (r == 1) { *n = o.n; return 0; }
+    if (st->len != 0) {
+      if (same_shape(&o, st, d, len)) { *n = o.n; return 0; }
+      lua_settop(L, top);
+      o.n = start;
+      o.other = 0;
+    }
+    r = fast_chunk(&o, d, len, &st->meta);
+    if (r == 1) {
+      keep_template(st, &o, d, len);
+      *n = o.n;
+      return 0;
+    }
+    st->len = 0;
     lua_settop(L, top);
     o.n = start;   /* drop this chunk's records: it goes the generic way */
     if (r == 0) {

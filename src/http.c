@@ -95,7 +95,7 @@ typedef struct request {
   double last_rx;              /* monotonic time of the last byte received */
   long idle_ms;                /* idle timeout, 0 = none */
   oai_sse sse;
-  unsigned long long meta;      /* hash of the last chunk metadata handed out */
+  oai_chunk_state chunk;        /* chunk.c's per-stream state */
   char errbuf[CURL_ERROR_SIZE];
 } request;
 
@@ -838,7 +838,7 @@ typedef struct rec_ctx {
 static int record_event(void *ud, const oai_sse_event *ev) {
   rec_ctx *c = (rec_ctx *)ud;
   return oai_chunk_records(c->L, c->t, &c->n, ev->type, ev->type_len, ev->data,
-                           ev->data_len, &c->r->meta, c->raw);
+                           ev->data_len, &c->r->chunk, c->raw);
 }
 
 /* req:read_records(out, flags[, final]) -> n, stop: frames the bytes received since

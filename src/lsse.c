@@ -31,7 +31,7 @@ typedef struct lsse {
   unsigned char open;   /* 0 once closed (or not yet initialised) */
   unsigned char busy;   /* 1 while feed parses; see above */
   unsigned char lost;   /* a feed was interrupted by a Lua error */
-  unsigned long long meta;   /* records(): hash of the last chunk metadata */
+  oai_chunk_state chunk;     /* records(): chunk.c's per-stream state */
 } lsse;
 
 /* upvalues of the parsing closure: interned keys and common values, so an
@@ -185,6 +185,8 @@ static int sse_reset(lua_State *L) {
   if (u->busy)
     return luaL_error(L, "attempt to reset an oai.sse from inside its own feed");
   oai_sse_reset(&u->p);
+  u->chunk.meta = 0;
+  u->chunk.len = 0;
   u->lost = 0;
   return 0;
 }
@@ -261,7 +263,7 @@ typedef struct rec_ctx {
 static int record_event(void *ud, const oai_sse_event *ev) {
   rec_ctx *c = (rec_ctx *)ud;
   return oai_chunk_records(c->L, 3, &c->n, ev->type, ev->type_len, ev->data,
-                           ev->data_len, &c->u->meta, c->raw);
+                           ev->data_len, &c->u->chunk, c->raw);
 }
 
 /* the protected part of records: (ud, bytes, out, flags, final) -> n, stop */
