@@ -2,7 +2,7 @@
 -- streaming, /commands, multi-line input, and Ctrl-C cancelling the reply
 -- in progress without ending the program.  The command is exec'd: a `sh -c`
 -- left as parent would itself die of the SIGINT the terminal sends.
-describe("chat CLI", function()
+describe("chat CLI #child", function()
   it("streams, runs commands and survives Ctrl-C", function()
     local lua = (_VERSION == "Lua 5.1" and (jit and "luajit" or "lua5.1")) or ("lua" .. _VERSION:match("%d+%.%d+"))
     local build = os.getenv("OAI_CHILD_BUILD") or os.getenv("OAI_BUILD") or ("build/" .. (jit and "luajit" or _VERSION:match("%d+%.%d+")))

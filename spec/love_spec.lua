@@ -5,7 +5,7 @@ local function sh(cmd)
   return ok == true, code
 end
 
-describe("LÖVE host", function()
+describe("LÖVE host #child", function()
   it("streams a reply inside love.update and exits 0", function()
     assert.is_true(sh("command -v love >/dev/null 2>&1"), "love is not installed (Debian package love)")
     local out = os.tmpname()

@@ -5,7 +5,7 @@ local server = require "server"
 local helpers = require "helpers"
 local sh = helpers.sh
 
-describe("Neovim host", function()
+describe("Neovim host #child", function()
   local have_nvim = sh("command -v nvim >/dev/null 2>&1")
   local have_jit = io.open("build/luajit/oai/core.so", "rb")
   if have_jit then have_jit:close() end
