@@ -228,6 +228,25 @@ describe("streaming", function()
       assert.truthy(oai.core.monotime() - t0 < 2)
     end)
 
+    it("opens concurrent streams at once over cleartext HTTP/1.1", function()
+      -- none waits for another's connection to become free (libcurl's
+      -- PIPEWAIT would hold them until the first stream had ended)
+      local opened, first_end = {}, nil
+      local loop = require "oai.loop"
+      loop.set_multi_options(loop.multi_options)   -- a new multi: no idle connections to reuse
+      for i = 1, 5 do
+        oai.spawn(function()
+          local s = assert(client:stream({ model = "m", messages = { user("x") } },
+            { headers = { ["x-test-chunks"] = "6", ["x-test-chunk-delay-ms"] = "100" } }))
+          opened[i] = oai.core.monotime()
+          assert.equal("w1 w2 w3 w4 w5 w6", (s:result()).choices[1].message.content)
+          first_end = first_end or oai.core.monotime()
+        end)
+      end
+      oai.run()
+      for i = 1, 5 do assert.truthy(opened[i] < first_end, "stream " .. i .. " opened after another had ended") end
+    end)
+
     it("delivers each flushed event without waiting for more bytes", function()
       local s = assert(client:stream({ model = "m", messages = { user("x") } },
         { headers = { ["x-test-chunks"] = "3", ["x-test-chunk-delay-ms"] = "400" } }))

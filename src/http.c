@@ -22,6 +22,14 @@
 
 #include <curl/curl.h>
 
+#ifdef __linux__
+#include <errno.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#define OAI_EPOLL 1
+#endif
+
 #include "oai.h"
 #include "sse.h"
 
@@ -111,6 +119,13 @@ struct multi {
   long timer_ms;
   int timer_changed;
   int nomem;
+  /* poll mode on Linux: perform() waits on an epoll set that the socket
+     callback keeps, and acts on the ready sockets only (curl_multi_poll and
+     curl_multi_perform both walk every transfer on every wakeup) */
+  int epfd;                    /* -1: curl_multi_poll + curl_multi_perform */
+  int wakefd;                  /* eventfd for wakeup() */
+  double timer_at;             /* when libcurl wants its timeout action; < 0 none */
+  int running;
 };
 
 static double monotime(void) {
@@ -374,6 +389,89 @@ static int timer_cb(CURLM *h, long timeout_ms, void *userp) {
   return 0;
 }
 
+#ifdef OAI_EPOLL
+/* epoll mode: libcurl says which sockets to watch for what */
+static int ep_socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp) {
+  multi *m = (multi *)userp;
+  struct epoll_event ev;
+  (void)e;
+  if (what == CURL_POLL_REMOVE) {
+    /* the socket may be closed already; an error here changes nothing */
+    epoll_ctl(m->epfd, EPOLL_CTL_DEL, s, NULL);
+    return 0;
+  }
+  memset(&ev, 0, sizeof ev);
+  ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+  ev.data.fd = s;
+  if (socketp != NULL || epoll_ctl(m->epfd, EPOLL_CTL_ADD, s, &ev) != 0) {
+    if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT
+        && epoll_ctl(m->epfd, EPOLL_CTL_ADD, s, &ev) != 0) return -1;
+  }
+  if (socketp == NULL) curl_multi_assign(m->handle, s, (void *)m);   /* "known" */
+  return 0;
+}
+
+static int ep_timer_cb(CURLM *h, long timeout_ms, void *userp) {
+  multi *m = (multi *)userp;
+  (void)h;
+  m->timer_at = timeout_ms < 0 ? -1.0 : monotime() + (double)timeout_ms / 1000.0;
+  return 0;
+}
+
+/* wait up to t ms for sockets or libcurl's timer, and act on what is due */
+static CURLMcode ep_perform(multi *m, lua_Number t) {
+  struct epoll_event evs[64];
+  int i, n, wait;
+  CURLMcode mc = CURLM_OK;
+  if (m->ready_head != NULL || t < 0) t = 0;
+  if (m->timer_at >= 0) {
+    double left = (m->timer_at - monotime()) * 1000.0;
+    if (left < t) t = left > 0 ? left : 0;
+  }
+  wait = t > 2e9 ? 2000000000 : (int)(t + 0.999);   /* never wake before the timer */
+  n = epoll_wait(m->epfd, evs, (int)(sizeof evs / sizeof evs[0]), wait);
+  for (i = 0; i < n && mc == CURLM_OK; i++) {
+    int mask = 0;
+    if (evs[i].data.fd == m->wakefd) {
+      unsigned long long x;
+      if (read(m->wakefd, &x, sizeof x) < 0) { /* drained already */ }
+      continue;
+    }
+    if (evs[i].events & EPOLLIN) mask |= CURL_CSELECT_IN;
+    if (evs[i].events & EPOLLOUT) mask |= CURL_CSELECT_OUT;
+    if (evs[i].events & (EPOLLERR | EPOLLHUP)) mask |= CURL_CSELECT_ERR;
+    mc = curl_multi_socket_action(m->handle, evs[i].data.fd, mask, &m->running);
+  }
+  if (mc == CURLM_OK && m->timer_at >= 0 && monotime() >= m->timer_at) {
+    m->timer_at = -1;   /* the action sets the next one */
+    mc = curl_multi_socket_action(m->handle, CURL_SOCKET_TIMEOUT, 0, &m->running);
+  }
+  return mc;
+}
+
+/* switch a new poll-mode multi to epoll; stays on curl_multi_poll if the
+   kernel says no */
+static void ep_init(multi *m) {
+  struct epoll_event ev;
+  m->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (m->epfd < 0) return;
+  m->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.fd = m->wakefd;
+  if (m->wakefd < 0 || epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->wakefd, &ev) != 0) {
+    if (m->wakefd >= 0) close(m->wakefd);
+    close(m->epfd);
+    m->epfd = m->wakefd = -1;
+    return;
+  }
+  curl_multi_setopt(m->handle, CURLMOPT_SOCKETFUNCTION, ep_socket_cb);
+  curl_multi_setopt(m->handle, CURLMOPT_SOCKETDATA, (void *)m);
+  curl_multi_setopt(m->handle, CURLMOPT_TIMERFUNCTION, ep_timer_cb);
+  curl_multi_setopt(m->handle, CURLMOPT_TIMERDATA, (void *)m);
+}
+#endif
+
 /* ------------------------------------------------------------- headers */
 
 static int ieq(const char *a, const char *b, size_t n) {
@@ -596,7 +694,11 @@ static int request_new(lua_State *L) {
   SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
   SETOPT(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
   SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-  SETOPT(CURLOPT_PIPEWAIT, 1L);   /* prefer multiplexing on an HTTP/2 connection being set up */
+  /* prefer multiplexing on an HTTP/2 connection being set up, but only
+     where one can turn out to be HTTP/2 (TLS, ALPN): on cleartext HTTP
+     libcurl would hold this transfer until another one to the same host
+     has finished, so concurrent streams would run one after the other */
+  SETOPT(CURLOPT_PIPEWAIT, ieq(url, "https://", 8) ? 1L : 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
   SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 #else
@@ -1010,6 +1112,8 @@ static int multi_new(lua_State *L) {
   m = (multi *)lua_newuserdatauv(L, sizeof(multi), 0);
   memset(m, 0, sizeof(*m));
   m->timer_ms = -1;
+  m->epfd = m->wakefd = -1;
+  m->timer_at = -1;
   luaL_setmetatable(L, OAI_MULTI_MT);
   m->handle = curl_multi_init();
   if (m->handle == NULL) return luaL_error(L, "oai.multi: curl_multi_init failed");
@@ -1023,6 +1127,9 @@ static int multi_new(lua_State *L) {
     curl_multi_setopt(m->handle, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(m->handle, CURLMOPT_TIMERDATA, (void *)m);
   }
+#ifdef OAI_EPOLL
+  else if (getenv("OAI_NO_EPOLL") == NULL) ep_init(m);
+#endif
   return 1;
 }
 
@@ -1041,6 +1148,11 @@ static int multi_close(lua_State *L) {
   }
   curl_multi_cleanup(m->handle);
   m->handle = NULL;
+#ifdef OAI_EPOLL
+  if (m->epfd >= 0) close(m->epfd);
+  if (m->wakefd >= 0) close(m->wakefd);
+  m->epfd = m->wakefd = -1;
+#endif
   free(m->sock_fd);
   free(m->sock_what);
   m->sock_fd = NULL;
@@ -1142,21 +1254,37 @@ static int multi_perform(lua_State *L) {
   int running = 0;
   CURLMcode mc;
   if (m->socket_mode) return luaL_error(L, "oai.multi: perform() on a multi in socket mode");
-  mc = curl_multi_perform(m->handle, &running);
-  if (mc != CURLM_OK) return luaL_error(L, "oai.multi: %s", curl_multi_strerror(mc));
+#ifdef OAI_EPOLL
+  if (m->epfd >= 0) {
+    mc = ep_perform(m, t);
+    if (mc != CURLM_OK) return luaL_error(L, "oai.multi: %s", curl_multi_strerror(mc));
+    return push_ready(L, m, m->running);
+  }
+#endif
   if (m->ready_head == NULL && t > 0) {
+    /* libcurl's own pattern, one perform per poll: the poll returns at once
+       when something is due without socket activity (a request just added
+       or unpaused, TLS data already buffered: libcurl's timer is then 0),
+       so a perform before it would only walk every transfer once more */
     int numfds = 0;
     mc = curl_multi_poll(m->handle, NULL, 0, t > 2e9 ? 2000000000 : (int)t, &numfds);
     if (mc != CURLM_OK) return luaL_error(L, "oai.multi: %s", curl_multi_strerror(mc));
-    mc = curl_multi_perform(m->handle, &running);
-    if (mc != CURLM_OK) return luaL_error(L, "oai.multi: %s", curl_multi_strerror(mc));
   }
+  mc = curl_multi_perform(m->handle, &running);
+  if (mc != CURLM_OK) return luaL_error(L, "oai.multi: %s", curl_multi_strerror(mc));
   return push_ready(L, m, running);
 }
 
 /* multi:wakeup() -> nothing: makes a waiting perform() return early */
 static int multi_wakeup(lua_State *L) {
   multi *m = check_multi(L, 1);
+#ifdef OAI_EPOLL
+  if (m->epfd >= 0) {
+    unsigned long long one = 1;
+    if (write(m->wakefd, &one, sizeof one) < 0) { /* already signalled */ }
+    return 0;
+  }
+#endif
   curl_multi_wakeup(m->handle);
   return 0;
 }
