@@ -36,7 +36,8 @@ static int run(lua_State *S) {
   const char *p = d, *e = d + len;
   static oai_chunk_state st, fresh;
   int raw;
-  memset(&st, 0, sizeof st);
+  oai_chunk_free(&st);   /* a raised error may have left one */
+  st.meta = 0;
   lua_settop(S, 2);
   lua_newtable(S);   /* 3: the records */
   lua_newtable(S);   /* 4: a fresh decoder's records */
@@ -45,6 +46,7 @@ static int run(lua_State *S) {
     size_t n1 = (size_t)((nl ? nl : e) - p);
     for (raw = 0; raw <= 1; raw++) {
       int n = 0, m = 0, top = lua_gettop(S);
+      oai_chunk_free(&fresh);
       memset(&fresh, 0, sizeof fresh);
       fresh.meta = st.meta;
       oai_chunk_records(S, 3, &n, "message", 7, p, n1, &st, raw);
@@ -62,6 +64,8 @@ static int run(lua_State *S) {
     if (nl == NULL) break;
     p = nl + 1;
   }
+  oai_chunk_free(&st);
+  oai_chunk_free(&fresh);
   return 0;
 }
 

@@ -22,6 +22,7 @@
 ** the generic path: never a wrong or lost value.
 */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "oai.h"
@@ -661,13 +662,26 @@ static int same_shape(out *o, const oai_chunk_state *st, const char *d, size_t l
    records were one CONTENT (and perhaps META) */
 static void keep_template(oai_chunk_state *st, const out *o, const char *d, size_t len) {
   st->len = 0;
-  if (o->other != 0 || o->contents != 1 || o->ip == NULL || len > sizeof st->tpl) return;
+  if (o->other != 0 || o->contents != 1 || o->ip == NULL || len > OAI_CHUNK_TEMPLATE_MAX) return;
+  if (len > st->tpl_cap) {
+    /* no template (the full path for every chunk) if memory is short */
+    char *p = (char *)realloc(st->tpl, len);
+    if (p == NULL) return;
+    st->tpl = p;
+    st->tpl_cap = len;
+  }
   memcpy(st->tpl, d, len);
   st->cs = (size_t)(o->cp - d);
   st->ce = st->cs + o->cn;
   st->is = (size_t)(o->ip - d);
   st->in = o->in;
   st->len = len;
+}
+
+void oai_chunk_free(oai_chunk_state *st) {
+  free(st->tpl);
+  st->tpl = NULL;
+  st->len = st->tpl_cap = 0;
 }
 
 /* Append the records of one event to the table at index t (n slots used);

@@ -45,7 +45,7 @@ typedef struct buf {
 
 static int buf_add(buf *b, const char *s, size_t n) {
   if (n > b->cap - b->len) {
-    size_t cap = b->cap ? b->cap : 1024;
+    size_t cap = b->cap ? b->cap : 256;   /* 2,000 streams hold 2,000 of each */
     char *np;
     while (cap - b->len < n) {
       if (cap > ((size_t)-1) / 2) return 0;
@@ -589,6 +589,7 @@ static int request_close(lua_State *L) {
   buf_free(&r->body);
   buf_free(&r->hdr);
   oai_sse_free(&r->sse);
+  oai_chunk_free(&r->chunk);
   return 0;
 }
 

@@ -24,18 +24,20 @@ int oai_json_decode_push(lua_State *L, const char *s, size_t len);
 void oai_json_encode_push(lua_State *L, int idx);
 
 /* chunk.c: one chat.completion.chunk -> records (see lua/oai/stream.lua).
-   The state is per stream, zeroed at its start: the metadata last handed
-   out, and the last chunk that was nothing but one content delta, kept as
-   a template (a stream's chunks usually differ only in that text). */
-#define OAI_CHUNK_TEMPLATE 640
+   The state is per stream, zeroed at its start and released with
+   oai_chunk_free: the metadata last handed out, and the last chunk that
+   was nothing but one content delta, kept as a template (a stream's
+   chunks usually differ only in that text). */
+#define OAI_CHUNK_TEMPLATE_MAX 4096
 typedef struct oai_chunk_state {
   unsigned long long meta;      /* hash of the last chunk metadata handed out */
-  size_t len;                   /* template length; 0: none */
+  char *tpl;                    /* the template (malloc'ed), tpl_cap bytes */
+  size_t len, tpl_cap;          /* template length, 0: none */
   size_t cs, ce;                /* its content value: opening quote, after closing quote */
   size_t is, in;                /* its choice index value: offset, length */
-  char tpl[OAI_CHUNK_TEMPLATE];
 } oai_chunk_state;
 int oai_chunk_records(lua_State *L, int t, int *n, const char *type, size_t type_len,
                       const char *d, size_t len, oai_chunk_state *st, int raw);
+void oai_chunk_free(oai_chunk_state *st);
 
 #endif
