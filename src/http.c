@@ -2,8 +2,10 @@
 ** http.c: libcurl's multi interface as two Lua types.
 **
 **   oai.multi    one curl multi handle (one per loop): drives transfers in
-**                poll mode (multi:perform) or, for external event loops, in
-**                socket mode (multi:socket_action + queued socket/timer changes)
+**                poll mode (multi:perform; on Linux over an epoll set that
+**                libcurl's socket callback keeps, elsewhere curl_multi_poll)
+**                or, for external event loops, in socket mode
+**                (multi:socket_action + queued socket/timer changes)
 **   oai.request  one easy handle: request options, captured status/headers,
 **                the response body or the raw bytes of an event stream
 **
