@@ -343,6 +343,55 @@ describe("oai client", function()
     end)
   end)
 
+  -- the multi handle itself, in whichever way it waits here (epoll on
+  -- Linux; CI runs these specs again with OAI_NO_EPOLL=1)
+  describe("core.multi", function()
+    local core = oai.core
+
+    it("waits up to the timeout with nothing to do, and wakeup() ends the wait", function()
+      local m = core.multi()
+      local t0 = core.monotime()
+      m:perform(150)
+      local dt = core.monotime() - t0
+      assert.truthy(dt >= 0.12 and dt < 1, dt)
+      m:wakeup()
+      t0 = core.monotime()
+      m:perform(2000)
+      assert.truthy(core.monotime() - t0 < 0.5)
+      t0 = core.monotime()
+      for _ = 1, 100 do m:perform(0) end   -- 0 never waits
+      assert.truthy(core.monotime() - t0 < 0.5)
+      m:close()
+    end)
+
+    it("drives requests to the end with perform alone, one at a time or many at once", function()
+      local m = core.multi()
+      local function post(i)
+        return core.request { url = srv.url .. "/chat/completions", method = "POST",
+          headers = { ["Content-Type"] = "application/json" },
+          body = oai.json.encode { model = "m", messages = { user("n" .. i) } } }
+      end
+      for round = 1, 2 do
+        local reqs = {}
+        for i = 1, round == 1 and 1 or 30 do reqs[i] = post(i); m:add(reqs[i]) end
+        local deadline = core.monotime() + 10
+        local left = #reqs
+        while left > 0 and core.monotime() < deadline do
+          local _, ready = m:perform(1000)
+          for _, r in ipairs(ready) do if r:result() then left = left - 1 end end
+        end
+        assert.equal(0, left)
+        for i, r in ipairs(reqs) do
+          assert.equal(200, r:status())
+          assert.equal("Hello! You said: n" .. i, oai.json.decode(r:body()).choices[1].message.content)
+          r:close()
+        end
+      end
+      assert.equal(0, m:count())
+      m:close()
+    end)
+  end)
+
   describe("tasks", function()
     it("runs 100 concurrent chats on one thread", function()
       local results = {}
