@@ -118,40 +118,7 @@ end
 
 ---------------------------------------------------------------------------- files in DIR
 
-local LAUNCHER = [[
-#!/bin/sh
-# oai.testing launcher: becomes nginx (exec keeps the pid); unless $2 is 0, a watchdog
-# stops nginx once process $2 (the Lua test process) has exited.
-dir=$1 watch=$2 nginx=$3
-me=$$
-echo "$me" > "$dir/launcher.pid"
-alive() {
-  kill -0 "$1" 2>/dev/null || return 1
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-  s=${s##*) }
-  case $s in Z*|X*) return 1;; esac
-  return 0
-}
-if [ "$watch" != 0 ]; then
-  (
-    while alive "$me"; do
-      if ! alive "$watch"; then
-        kill -QUIT "$me" 2>/dev/null
-        i=0
-        while [ $i -lt 20 ] && alive "$me"; do sleep 0.1; i=$((i + 1)); done
-        kill -9 -"$me" 2>/dev/null; kill -9 "$me" 2>/dev/null
-        exit 0
-      fi
-      sleep 0.5
-    done
-  ) </dev/null >/dev/null 2>&1 &
-fi
-# own session and process group: a KILL of the group also ends orphaned workers
-if command -v setsid >/dev/null 2>&1; then
-  exec setsid "$nginx" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log"
-fi
-exec "$nginx" -p "$dir/" -c "$dir/nginx.conf" -e "$dir/error.log"
-]]
+local LAUNCHER = proc.LAUNCHER
 
 local CERTS = [[
 set -e

@@ -128,6 +128,44 @@ local function module_lines(opts, nginx)
   return ""
 end
 
+-- the shell script that starts a private nginx: write it to a file, run it
+-- in the background (see oai.testing's launch)
+proc.LAUNCHER = [[
+#!/bin/sh
+# launcher of a private nginx (oai.testing, the OpenResty spec): becomes nginx (exec
+# keeps the pid) in its own session; unless $2 is 0, a watchdog stops nginx once
+# process $2 (the Lua test process) has exited.   sh launch.sh PREFIX WATCH NGINX [CONF]
+dir=$1 watch=$2 nginx=$3 conf=${4:-$1/nginx.conf}
+me=$$
+echo "$me" > "$dir/launcher.pid"
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  s=${s##*) }
+  case $s in Z*|X*) return 1;; esac
+  return 0
+}
+if [ "$watch" != 0 ]; then
+  (
+    while alive "$me"; do
+      if ! alive "$watch"; then
+        kill -QUIT "$me" 2>/dev/null
+        i=0
+        while [ $i -lt 20 ] && alive "$me"; do sleep 0.1; i=$((i + 1)); done
+        kill -9 -"$me" 2>/dev/null; kill -9 "$me" 2>/dev/null
+        exit 0
+      fi
+      sleep 0.5
+    done
+  ) </dev/null >/dev/null 2>&1 &
+fi
+# own session and process group: a KILL of the group also ends orphaned workers
+if command -v setsid >/dev/null 2>&1; then
+  exec setsid "$nginx" -p "$dir/" -c "$conf" -e "$dir/error.log"
+fi
+exec "$nginx" -p "$dir/" -c "$conf" -e "$dir/error.log"
+]]
+
 proc.q, proc.execute, proc.capture = q, execute, capture
 proc.read_file, proc.write_file, proc.write_atomic, proc.exists = read_file, write_file, write_atomic, exists
 proc.sleep, proc.trim, proc.alive, proc.getpid, proc.is_root = sleep, trim, alive, getpid, is_root

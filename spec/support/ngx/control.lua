@@ -84,7 +84,8 @@ function control.start(opts)
   assert(execute("mkdir -p " .. q(prefix .. "/tmp") .. " " .. q(prefix .. "/logs")))
   local self = setmetatable({ prefix = prefix, created = true }, Nginx)
   local nginx = control.find_nginx()
-  local launcher = control.root() .. "/spec/support/ngx/launch.sh"
+  local launcher = prefix .. "/launch.sh"
+  write_file(launcher, proc.LAUNCHER)
   local envs = {}
   for k, v in pairs(opts.env or {}) do envs[#envs + 1] = k .. "=" .. q(v) end
   local last = ""
