@@ -3,23 +3,8 @@
 local testing = require "server"
 local cjson = require "cjson"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("*a")
-  f:close()
-  return data
-end
-
-local function write_file(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local proc = require "oai.testing.proc"
+local q, read_file, write_file = proc.q, proc.read_file, proc.write_file
 
 -- run(cmd) -> stdout, exit code (io.popen's close gives no status on 5.1/LuaJIT)
 local function run(cmd)

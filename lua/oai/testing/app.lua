@@ -48,13 +48,7 @@ local function quote(s)
   return '"' .. s:gsub('[%z\1-\31"\\\127]', ESCAPES) .. '"'
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("*a")
-  f:close()
-  return data
-end
+local read_file = require("oai.testing.proc").read_file
 
 -- milliseconds from a header, or nil
 local function ms(value)
