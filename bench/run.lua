@@ -50,11 +50,7 @@ local function have(cmd)
   return out ~= ""
 end
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
+local exists = require("oai.testing.proc").exists
 
 ---------------------------------------------------------------- scenarios
 

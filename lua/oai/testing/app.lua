@@ -209,25 +209,8 @@ local function chunk_base(ctx, req, include_usage, choices)
   }
 end
 
--- UTF-8-safe fragments of about `size` bytes (OpenAI streams tool arguments in pieces).
-local function fragments(s, size)
-  local out, i, len = {}, 1, #s
-  while i <= len do
-    local j = i + size - 1
-    if j >= len then
-      j = len
-    else
-      while j < len do
-        local b = s:byte(j + 1)
-        if b < 0x80 or b >= 0xC0 then break end
-        j = j + 1
-      end
-    end
-    out[#out + 1] = s:sub(i, j)
-    i = j + 1
-  end
-  return out
-end
+-- UTF-8-safe fragments of about `size` bytes (OpenAI streams tool arguments in pieces)
+local fragments = chat.pieces_of
 
 local function send_stream(ctx, req, plan)
   local h = ctx.headers

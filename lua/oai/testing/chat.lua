@@ -320,6 +320,7 @@ local function pieces_of(s, size)
   end
   return out
 end
+chat.pieces_of = pieces_of
 
 --- "structured": with response_format json_schema answers chat.instance(schema) as JSON;
 -- with json_object `{"answer": <last user text>}`; otherwise as the default model. Streamed
