@@ -114,7 +114,7 @@ fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 	  else echo "== fuzz {}: FAILED"; tail -40 build/fuzz/{}.log; exit 255; fi'
 
 
-build/fuzz/%: fuzz/%.c $(SRC) $(HDR)
+build/fuzz/%: fuzz/%.c fuzz/fuzz_lua.h $(SRC) $(HDR)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) $(if $(fuzz_lua_$*),$(LUA54_CFLAGS)) -o $@ $< $(fuzz_src_$*) $(if $(fuzz_lua_$*),$(LUA54_LIBS))
 

@@ -6,15 +6,7 @@
 ** kind; and each event's records equal those of a fresh decoder that has
 ** seen the same metadata but keeps no template (tables compared by type).
 */
-#include <stdlib.h>
-#include <string.h>
-
-#include "lualib.h"
-#include "oai.h"
-
-int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
-
-static lua_State *L;
+#include "fuzz_lua.h"
 
 static void same_records(lua_State *S, int a, int na, int b, int nb) {
   int i;
@@ -70,18 +62,6 @@ static int run(lua_State *S) {
 }
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
-  if (L == NULL) {
-    L = luaL_newstate();
-    luaL_openlibs(L);
-    lua_newtable(L);
-    oai_open_json(L);
-    lua_pop(L, 1);
-  }
-  lua_pushcfunction(L, run);
-  lua_pushlightuserdata(L, (void *)data);
-  lua_pushinteger(L, (lua_Integer)size);
-  /* memory errors may raise; anything else is a bug found by the sanitizers */
-  lua_pcall(L, 2, 0, 0);
-  lua_settop(L, 0);
+  fuzz_call(run, data, size);
   return 0;
 }

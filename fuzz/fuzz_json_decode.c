@@ -2,15 +2,7 @@
 ** fuzz_json_decode: any bytes through oai.json.decode.  Never crashes; when
 ** the input decodes, encode -> decode -> encode is stable byte for byte.
 */
-#include <stdlib.h>
-#include <string.h>
-
-#include "lualib.h"
-#include "oai.h"
-
-int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
-
-static lua_State *L;
+#include "fuzz_lua.h"
 
 static int roundtrip(lua_State *S) {
   size_t n1, n2;
@@ -24,22 +16,19 @@ static int roundtrip(lua_State *S) {
   return 0;
 }
 
-int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
-  if (L == NULL) {
-    L = luaL_newstate();
-    luaL_openlibs(L);
-    lua_newtable(L);
-    oai_open_json(L);
-    lua_pop(L, 1);
-  }
-  if (oai_json_decode_push(L, (const char *)data, size)) {
-    lua_pushcfunction(L, roundtrip);
-    lua_insert(L, -2);
+static int run(lua_State *S) {
+  const char *d = (const char *)lua_touserdata(S, 1);
+  size_t len = (size_t)lua_tointeger(S, 2);
+  if (oai_json_decode_push(S, d, len)) {
+    lua_pushcfunction(S, roundtrip);
+    lua_insert(S, -2);
     /* decoded values are valid UTF-8 and finite: encoding must not fail */
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK) abort();
-  } else {
-    lua_pop(L, 1);
+    if (lua_pcall(S, 1, 0, 0) != LUA_OK) abort();
   }
-  lua_settop(L, 0);
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
+  fuzz_call(run, data, size);
   return 0;
 }

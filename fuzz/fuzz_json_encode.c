@@ -4,15 +4,7 @@
 ** functions, self references); it is encoded under pcall.  Errors are fine,
 ** crashes and sanitizer reports are not; what encodes must decode.
 */
-#include <stdlib.h>
-#include <string.h>
-
-#include "lualib.h"
-#include "oai.h"
-
-int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
-
-static lua_State *L;
+#include "fuzz_lua.h"
 
 typedef struct prog {
   const unsigned char *p, *e;
@@ -81,17 +73,6 @@ static int run(lua_State *S) {
 }
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
-  if (L == NULL) {
-    L = luaL_newstate();
-    luaL_openlibs(L);
-    lua_newtable(L);
-    oai_open_json(L);
-    lua_pop(L, 1);
-  }
-  lua_pushcfunction(L, run);
-  lua_pushlightuserdata(L, (void *)data);
-  lua_pushinteger(L, (lua_Integer)size);
-  lua_pcall(L, 2, 0, 0);
-  lua_settop(L, 0);
+  fuzz_call(run, data, size);
   return 0;
 }
