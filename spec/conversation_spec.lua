@@ -5,7 +5,6 @@ local oai = require "oai"
 local helpers = require "helpers"
 local function ways(name, body) return helpers.ways(it, name, body, "send") end
 local roles = helpers.roles
-local child_cpath = helpers.child_cpath
 
 local server = require "server"
 
@@ -475,16 +474,7 @@ describe("oai.conversation", function()
 
   describe("example", function()
     it("examples/conversation.lua runs against the local server", function()
-      -- the interpreter and module paths busted runs with
-      local lua = arg and arg[-1] or "lua"
-      local i = -2
-      while arg and arg[i] do lua = arg[i] .. " " .. lua; i = i - 1 end
-      local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-      local cmd = ("env -u OPENAI_BASE_URL -u OPENAI_MODEL LUA_PATH=%s LUA_CPATH=%s %s examples/conversation.lua 2>&1; echo rc=$?")
-        :format(q(package.path), q(child_cpath()), lua)
-      local p = assert(io.popen(cmd))
-      local out = p:read("*a")
-      p:close()
+      local out = helpers.run_example("conversation.lua")
       assert.matches("rc=0\n$", out)
       assert.matches("assistant: Hello! You said: And another one?", out, 1, true)
       assert.matches('history still ends with the user message: "Why?"', out, 1, true)

@@ -5,7 +5,6 @@ local oai = require "oai"
 local helpers = require "helpers"
 local function ways(name, body) return helpers.ways(it, name, body) end
 local roles = helpers.roles
-local child_cpath = helpers.child_cpath
 
 local server = require "server"
 
@@ -431,16 +430,7 @@ describe("oai.tools", function()
 
   describe("example", function()
     it("examples/tools.lua runs against the local server", function()
-      -- the interpreter and module paths busted runs with
-      local lua = arg and arg[-1] or "lua"
-      local i = -2
-      while arg and arg[i] do lua = arg[i] .. " " .. lua; i = i - 1 end
-      local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-      local cmd = ("env -u OPENAI_BASE_URL -u OPENAI_MODEL LUA_PATH=%s LUA_CPATH=%s %s examples/tools.lua 2>&1; echo rc=$?")
-        :format(q(package.path), q(child_cpath()), lua)
-      local p = assert(io.popen(cmd))
-      local out = p:read("*a")
-      p:close()
+      local out = helpers.run_example("tools.lua")
       assert.matches("rc=0\n$", out)
       assert.matches("-> weather%({\"city\":\"Paris\"}%)", out)
       assert.matches("error: invalid arguments for time: %$%.city: required field missing", out, 1, false)

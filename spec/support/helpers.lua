@@ -43,6 +43,21 @@ function helpers.child_cpath()
   return package.cpath
 end
 
+-- run examples/<name> with the interpreter and module paths busted runs
+-- with, against the bundled local server: its output, ending in "rc=N\n"
+function helpers.run_example(name)
+  local lua = arg and arg[-1] or "lua"
+  local i = -2
+  while arg and arg[i] do lua = arg[i] .. " " .. lua; i = i - 1 end
+  local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+  local cmd = ("env -u OPENAI_BASE_URL -u OPENAI_MODEL LUA_PATH=%s LUA_CPATH=%s %s examples/%s 2>&1; echo rc=$?")
+    :format(q(package.path), q(helpers.child_cpath()), lua, name)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
 -- os.execute -> ok, exit code (5.1 returns a number)
 function helpers.sh(cmd)
   local ok, _, code = os.execute(cmd)
