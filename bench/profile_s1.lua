@@ -67,14 +67,13 @@ layer("wait", function()
   return dt
 end)
 
-layer("records", function()
+-- drain a new stream at the transport level: read(req) -> items taken this
+-- pass, stop; waits for the transfer when a pass took nothing
+local function drain(read)
   local s, req = open()
-  local out = {}
   local t0 = clock()
-  local got = 0
   while true do
-    local n, stop = req:read_records(out, 0)
-    got = got + n
+    local n, stop = read(req)
     if stop then break end
     if n == 0 then
       if req:result() then break end
@@ -84,16 +83,19 @@ layer("records", function()
   local dt = clock() - t0
   s:cancel()
   return dt
+end
+
+layer("records", function()
+  local out = {}
+  return drain(function(req) return req:read_records(out, 0) end)
 end)
 
 -- the least Lua can do with the records: what text() + accumulation could cost
 -- over `records` (content appended to one parts array, other kinds skipped)
 local ARITY = require("oai.stream").arity
 layer("records+lua", function()
-  local s, req = open()
   local out, parts, np = {}, {}, 0
-  local t0 = clock()
-  while true do
+  return drain(function(req)
     local n, stop = req:read_records(out, 0)
     local i = 1
     while i <= n do
@@ -104,32 +106,16 @@ layer("records+lua", function()
       end
       i = i + 1 + (ARITY[k] or 0)
     end
-    if stop then break end
-    if n == 0 then
-      if req:result() then break end
-      loop.wait(req)
-    end
-  end
-  local dt = clock() - t0
-  s:cancel()
-  return dt
+    return n, stop
+  end)
 end)
 
 layer("events-c", function()
-  local s, req = open()
-  local t0 = clock()
-  while true do
+  return drain(function(req)
     local evs = assert(req:read())
     local last = evs[#evs]
-    if last and last.data == "[DONE]" then break end
-    if #evs == 0 then
-      if req:result() then break end
-      loop.wait(req)
-    end
-  end
-  local dt = clock() - t0
-  s:cancel()
-  return dt
+    return #evs, last ~= nil and last.data == "[DONE]"
+  end)
 end)
 
 layer("text", function()
