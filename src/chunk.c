@@ -20,6 +20,11 @@
 ** not expect (escaped keys, odd types, deep nesting) make it give up on the
 ** chunk, which is then decoded whole and handed over as a RAW record for
 ** the generic path: never a wrong or lost value.
+**
+** Per stream (oai_chunk_state), the last chunk whose only record was one
+** CONTENT is kept as a template: a chunk equal to it outside the content
+** string has the same records with its own text (same_shape), found
+** without scanning the rest again.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,8 +52,8 @@ typedef struct out {
   lua_State *L;
   int t;      /* stack index of the records table */
   int n;      /* records slots used */
-  int other;  /* records other than META and CONTENT put so far */
-  int contents;             /* CONTENT records put so far */
+  int other;  /* records other than META and CONTENT put so far (put_int) */
+  int contents;             /* CONTENT records put so far (put_int) */
   const char *cp, *ip;      /* the last CONTENT record's value and index spans */
   size_t cn, in;
 } out;
@@ -316,7 +321,8 @@ static int push_value(lua_State *L, const span *v) {
 }
 
 static void put_int(out *o, lua_Integer k) {   /* a record's kind */
-  if (k != K_META) o->other++;
+  if (k == K_CONTENT) o->contents++;
+  else if (k != K_META) o->other++;
   lua_pushinteger(o->L, k);
   lua_rawseti(o->L, o->t, ++o->n);
 }
@@ -504,8 +510,6 @@ static int put_choice(out *o, sc *sp, int pos) {
     if (content.p && is_str(&content)) {
       put_int(o, K_CONTENT);
       if (!put_span(o, &idx) || !put_span(o, &content)) return 0;
-      o->contents++;
-      o->other--;   /* put_int counted it */
       o->cp = content.p; o->cn = content.n;
       o->ip = idx.p == posbuf ? NULL : idx.p; o->in = idx.n;
     }
@@ -727,7 +731,7 @@ int oai_chunk_records(lua_State *L, int t, int *n, const char *type, size_t type
       if (same_shape(&o, st, d, len)) { *n = o.n; return 0; }
       lua_settop(L, top);
       o.n = start;
-      o.other = 0;
+      o.other = o.contents = 0;
     }
     r = fast_chunk(&o, d, len, &st->meta);
     if (r == 1) {

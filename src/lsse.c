@@ -61,9 +61,15 @@ static lsse *check_sse(lua_State *L, int idx) {
   return u;
 }
 
+/* the parser's and the chunk decoder's buffers */
+static void free_buffers(lsse *u) {
+  oai_sse_free(&u->p);
+  oai_chunk_free(&u->chunk);
+}
+
 static void sse_release(lsse *u) {
   u->open = 0;
-  if (!u->busy) { oai_sse_free(&u->p); oai_chunk_free(&u->chunk); }   /* else feed frees them when done */
+  if (!u->busy) free_buffers(u);   /* else feed frees them when done */
 }
 
 /* push the message for a failed feed */
@@ -158,7 +164,7 @@ static int sse_feed(lua_State *L) {
   status = lua_pcall(L, 2, LUA_MULTRET, 0);
   u->busy = 0;
   if (status != LUA_OK) u->lost = 1;
-  if (!u->open) { oai_sse_free(&u->p); oai_chunk_free(&u->chunk); }   /* closed meanwhile */
+  if (!u->open) free_buffers(u);   /* closed meanwhile */
   if (status != LUA_OK) return lua_error(L);
   return lua_gettop(L) - 2;                /* ud, bytes, results */
 }
@@ -322,7 +328,7 @@ static int sse_records(lua_State *L) {
   status = lua_pcall(L, 5, 2, 0);
   u->busy = 0;
   if (status != LUA_OK) u->lost = 1;
-  if (!u->open) { oai_sse_free(&u->p); oai_chunk_free(&u->chunk); }   /* closed meanwhile */
+  if (!u->open) free_buffers(u);   /* closed meanwhile */
   if (status != LUA_OK) return lua_error(L);
   return 2;
 }
