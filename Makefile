@@ -24,7 +24,9 @@ pc_5.4 = lua5.4
 pc_5.3 = lua5.3
 pc_5.2 = lua5.2
 pc_5.1 = lua5.1
-pc_luajit = luajit
+# LuaJIT's C API is Lua 5.1's: without LuaJIT's headers, 5.1's build the
+# core Neovim and LOVE load
+pc_luajit = $(if $(shell $(PKG) --exists luajit && echo y),luajit,lua5.1)
 lua_5.4 = lua5.4
 lua_5.3 = lua5.3
 lua_5.2 = lua5.2
@@ -32,15 +34,25 @@ lua_5.1 = lua5.1
 lua_luajit = luajit
 
 ALL_RUNTIMES = 5.4 5.3 5.2 5.1 luajit
-RUNTIMES ?= $(foreach r,$(ALL_RUNTIMES),$(if $(shell $(PKG) --exists $(pc_$(r)) && command -v $(lua_$(r))),$(r)))
+# built: every runtime whose headers pkg-config finds (luajit also for
+# Neovim, which brings its own interpreter); tested: those with an interpreter
+BUILDABLE := $(foreach r,$(ALL_RUNTIMES),$(if $(shell $(PKG) --exists $(pc_$(r)) && echo y),$(r)))
+RUNTIMES ?= $(foreach r,$(BUILDABLE),$(if $(shell command -v $(lua_$(r))),$(r)))
+BUILD_RUNTIMES = $(if $(filter command line,$(origin RUNTIMES)),$(RUNTIMES),$(BUILDABLE))
 BUILD    ?= build
 
 SRC ?= $(wildcard src/*.c)
 HDR  = $(wildcard src/*.h)
 
-.PHONY: all test asan valgrind fuzz bench demo clean install check-warnings
+.PHONY: all check-deps test asan valgrind fuzz bench demo clean install check-warnings
 
-all: $(foreach r,$(RUNTIMES),$(BUILD)/$(r)/oai/core.so)
+all: check-deps $(foreach r,$(BUILD_RUNTIMES),$(BUILD)/$(r)/oai/core.so)
+
+check-deps:
+	@$(PKG) --exists libcurl || test -f /usr/include/curl/curl.h || test -f /usr/include/$$($(CC) -print-multiarch 2>/dev/null)/curl/curl.h || \
+	  { echo "oai: libcurl's headers are missing: install libcurl4-openssl-dev (Debian/Ubuntu) or run ./.ci/install-deps" >&2; exit 1; }
+	@test -n "$(BUILD_RUNTIMES)" || \
+	  { echo "oai: no Lua headers found by pkg-config (lua5.1..lua5.4, luajit): install liblua5.4-dev or libluajit2-5.1-dev, or run ./.ci/install-deps" >&2; exit 1; }
 
 # one pattern per runtime; objects are not shared because headers differ
 define runtime_rule
@@ -121,7 +133,7 @@ build/fuzz/%: fuzz/%.c fuzz/fuzz_lua.h $(SRC) $(HDR)
 bench: all
 	@sh bench/run.sh
 
-demo: all
+demo: check-deps $(BUILD)/5.4/oai/core.so
 	@sh examples/demo.sh
 
 clean:

@@ -10,7 +10,11 @@ description = {
 dependencies = { "lua >= 5.1" }
 test_dependencies = { "busted", "lua-cjson" }
 external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
+  -- only the library is checked: on Debian/Ubuntu the headers sit in the
+  -- multiarch directory (/usr/include/<triplet>/curl), which the compiler
+  -- searches by itself but LuaRocks does not; CURL_INCDIR/CURL_LIBDIR still
+  -- override
+  CURL = { library = "curl" },
 }
 build = {
   type = "builtin",
@@ -27,6 +31,7 @@ build = {
     ["oai.errors"] = "lua/oai/errors.lua",
     ["oai.loop"] = "lua/oai/loop.lua",
     ["oai.messages"] = "lua/oai/messages.lua",
+    ["oai.native"] = "lua/oai/native.lua",
     ["oai.ngx"] = "lua/oai/ngx.lua",
     ["oai.parse"] = "lua/oai/parse.lua",
     ["oai.schema"] = "lua/oai/schema.lua",

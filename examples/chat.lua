@@ -32,7 +32,13 @@ local model = args.model or os.getenv("OPENAI_MODEL") or (local_server and "reas
 local client = oai.new { base_url = base_url, stream_usage = true,
   headers = local_server and { ["x-test-chunk-delay-ms"] = "25" } or nil }
 
-local tty = os.getenv("TERM") and os.getenv("TERM") ~= "dumb" and os.getenv("NO_COLOR") == nil
+-- colour only on a terminal, and never with NO_COLOR set (no-color.org)
+local function stdout_is_tty()
+  local r = os.execute("test -t 1")
+  return r == true or r == 0
+end
+local tty = os.getenv("NO_COLOR") == nil and os.getenv("TERM") ~= nil and os.getenv("TERM") ~= "dumb"
+  and stdout_is_tty()
 local function dim(s) return tty and ("\27[2m" .. s .. "\27[0m") or s end
 local function bold(s) return tty and ("\27[1m" .. s .. "\27[0m") or s end
 

@@ -3,8 +3,9 @@
 # against the bundled local server (started and stopped by the example).
 set -eu
 cd "$(dirname "$0")/.."
+# the checkout's lua/ on the path is all it takes: oai finds the core that
+# `make` built in build/5.4/ by itself
 export LUA_PATH="lua/?.lua;lua/?/init.lua;;"
-export LUA_CPATH="build/5.4/?.so;;"
 if [ -t 0 ] && [ -z "${CI:-}" ]; then
   exec lua5.4 examples/chat.lua "$@"
 fi

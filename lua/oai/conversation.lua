@@ -11,7 +11,7 @@
 --- Each request carries the leading system message(s) and the newest
 --- messages within max_messages / max_chars; a tool-calling assistant
 --- message and its tool messages are sent together or not at all.
-local core = require "oai.core"
+local core = require "oai.native"
 local errors = require "oai.errors"
 local messages = require "oai.messages"
 

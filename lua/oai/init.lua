@@ -2,7 +2,7 @@
 ---
 --- Programmer errors raise; runtime failures return `nil, err` (see
 --- oai.errors for the error shape).
-local core = require "oai.core"
+local core = require "oai.native"
 local loop = require "oai.loop"
 local errors = require "oai.errors"
 local stream_mod = require "oai.stream"

@@ -7,7 +7,7 @@
 --- oai task) it drives the loop itself until the request has news, so a
 --- plain script just blocks its caller and a foreign scheduler is never
 --- yielded into.
-local core = require "oai.core"
+local core = require "oai.native"
 
 local monotime = core.monotime
 local co_create, co_resume, co_yield, co_status, co_running =

@@ -7,7 +7,7 @@
 --- `content` is a string or an array of parts.  Wrong argument types raise;
 --- image_file's runtime failures (unreadable, unknown format, too large)
 --- return nil, err.
-local core = require "oai.core"
+local core = require "oai.native"
 local errors = require "oai.errors"
 
 local type, error, pairs, ipairs, tostring = type, error, pairs, ipairs, tostring

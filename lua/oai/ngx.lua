@@ -18,7 +18,7 @@
 --- `lua_ssl_trusted_certificate` (+ `lua_ssl_verify_depth`) to verify TLS
 --- peers: a `ca_file` cannot be chosen per request with cosockets, so the
 --- option raises here; `proxy` is not supported either.
-local core = require "oai.core"
+local core = require "oai.native"
 
 local monotime = core.monotime
 local new_sse = core.sse

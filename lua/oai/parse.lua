@@ -8,7 +8,7 @@
 --- "refusal" (the model refused; err.refusal), "length" (the answer was cut
 --- off), "schema" (not JSON, or not matching the schema; err.path), or the
 --- request's own error kinds.
-local core = require "oai.core"
+local core = require "oai.native"
 local errors = require "oai.errors"
 local schema = require "oai.schema"
 

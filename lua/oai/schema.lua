@@ -9,7 +9,7 @@
 ---
 --- The first violation is reported as "PATH: problem", where PATH starts at
 --- `$` and uses Lua's indexing: `$.items[1].name` (arrays count from 1).
-local core = require "oai.core"
+local core = require "oai.native"
 
 local null = core.null
 local type, pairs, ipairs, next, tostring, getmetatable = type, pairs, ipairs, next, tostring, getmetatable

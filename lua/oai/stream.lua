@@ -5,7 +5,7 @@
 --- without building the chunk table.  Everything here works on those
 --- records: the iterators, the typed events, and the accumulation into a
 --- completion of the non-streamed shape.
-local core = require "oai.core"
+local core = require "oai.native"
 local loop = require "oai.loop"
 local errors = require "oai.errors"
 

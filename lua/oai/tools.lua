@@ -12,7 +12,7 @@
 --- JSON or do not fit the tool's schema, a handler returning nil, msg or
 --- raising) becomes that call's tool message `error: ...`, so the model can
 --- correct itself; nothing is raised.
-local core = require "oai.core"
+local core = require "oai.native"
 local loop = require "oai.loop"
 local errors = require "oai.errors"
 local schema = require "oai.schema"

@@ -8,7 +8,7 @@
 --- (default: vim.schedule in Neovim, so they may call the editor's API;
 --- uv callbacks themselves are "fast" contexts where most of it is off
 --- limits).
-local core = require "oai.core"
+local core = require "oai.native"
 local loop = require "oai.loop"
 
 local M = {}
