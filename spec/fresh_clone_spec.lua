@@ -9,7 +9,7 @@ local proc = require "oai.testing.proc"
 local q = proc.q
 
 local function run(cmd)
-  local out = proc.capture(cmd .. " 2>&1; echo \"rc=$?\"")
+  local out = proc.capture("{ " .. cmd .. "; } 2>&1; echo \"rc=$?\"")
   return tonumber(out:match("rc=(%d+)%s*$")) == 0, out
 end
 
