@@ -182,8 +182,9 @@ function M.run_nginx(conf, location, url, root)
   local http_end = assert(c:find("}%s*$"), "the nginx-conf block must end with the http block")
   local server = ("  server {\n    listen 127.0.0.1:%d;\n%s  }\n"):format(port, M.substitute(location.code, url, root))
   c = "daemon off;\nworker_processes 2;\npid " .. dir .. "/nginx.pid;\nerror_log " .. dir .. "/error.log info;\n"
-    .. "events { worker_connections 256; }\n" .. c:sub(1, http_end - 1)
+    .. c:sub(1, http_end - 1)
     .. "  access_log off;\n  client_body_temp_path " .. dir .. "/tmp;\n" .. server .. "}\n"
+    .. "events { worker_connections 256; }\n"
   proc.write_file(dir .. "/nginx.conf", c)
   local nginx = proc.find_nginx({})
   proc.write_file(dir .. "/launch.sh", proc.LAUNCHER)
