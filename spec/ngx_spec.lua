@@ -1,10 +1,12 @@
 -- oai inside real nginx: the oai.ngx cosocket transport (lua/oai/ngx.lua).
 --
 -- Starts the local OpenAI-compatible server (oai.testing, with TLS) and a second,
--- private nginx (spec/support/ngx/nginx.conf, one worker) whose locations use oai to
--- call it; then drives that nginx with curl.  nginx's Lua is LuaJIT whatever runtime
--- busted runs on, so this needs the LuaJIT build of oai.core (build/luajit).
--- Also runs examples/openresty/nginx.conf against the server over TLS.
+-- private nginx (spec/support/ngx/nginx.conf, two workers, no init_by_lua preload)
+-- whose locations use oai to call it; then drives that nginx with curl.  nginx's Lua is
+-- LuaJIT whatever runtime busted runs on, so this needs the LuaJIT build of oai.core
+-- (build/luajit).  Also: `require "oai"` in every phase (spec/support/ngx/phases.conf,
+-- lua_code_cache off and on), docs/openresty.md's snippets in an nginx.conf set up as
+-- that page says, and examples/openresty/nginx.conf against the server over TLS.
 local server = require "server"
 local core = require "oai.core"
 
@@ -33,6 +35,12 @@ local function luajit_cpath()
   return nil
 end
 
+-- the upstream, for oai_ngx_test.lua (read with os.getenv in every phase)
+local srv
+local function upstream_env()
+  return { OAI_NGX_TEST_UPSTREAM = srv.url, OAI_NGX_TEST_TLS_UPSTREAM = srv.tls_url }
+end
+
 -- GET path on nginx -> body, status, seconds, time to first byte
 local function get(base, path, extra)
   local out = capture("curl -s -N -m 20 " .. (extra or "") .. " -w '\\n%{http_code} %{time_total} %{time_starttransfer}' "
@@ -42,7 +50,7 @@ local function get(base, path, extra)
 end
 
 describe("oai.ngx (OpenResty cosocket transport)", function()
-  local srv, nginx, cpath, dir
+  local nginx, cpath, dir
 
   -- POST /probe {mode=, ...} -> the decoded JSON answer
   local function probe(p)
@@ -55,6 +63,26 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
     return doc
   end
 
+  -- probes over one keep-alive connection: one worker serves them all (its pool)
+  local function probes(list)
+    local args = {}
+    for i, p in ipairs(list) do
+      local file = dir .. "/probe" .. i .. ".json"
+      write_file(file, core.json_encode(p))
+      os.remove(dir .. "/probe" .. i .. ".out")
+      args[#args + 1] = (i > 1 and "--next " or "") .. "-s -m 30 -H 'content-type: application/json' --data-binary @"
+        .. q(file) .. " -o " .. q(dir .. "/probe" .. i .. ".out") .. " " .. q(nginx.url .. "/probe")
+    end
+    control.execute("curl " .. table.concat(args, " "))
+    local docs = {}
+    for i = 1, #list do
+      local out = read_file(dir .. "/probe" .. i .. ".out") or ""
+      docs[i] = core.json_decode(out)
+      assert(type(docs[i]) == "table", "probe answer is not JSON: " .. out .. "\n" .. nginx:error_log():sub(-1500))
+    end
+    return docs
+  end
+
   local function libcurl_calls()
     return tonumber((get(nginx.url, "/libcurl")))
   end
@@ -64,11 +92,11 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
     assert(cpath, "spec/ngx_spec.lua needs the LuaJIT build of oai.core: run `make` (or make RUNTIMES=luajit)")
     srv = server.start { tls = true }
     local nginx_bin = control.find_nginx()
-    local conf = control.fill(read_file(ROOT .. "/spec/support/ngx/nginx.conf"), {
+    local conf = control.fill(control.cpath_lines(read_file(ROOT .. "/spec/support/ngx/nginx.conf")), {
       MODULES = control.module_lines(nginx_bin), USER = control.user_line(), ROOT = ROOT, CPATH = cpath,
-      UPSTREAM = srv.url, TLS_UPSTREAM = srv.tls_url, CA_FILE = srv.ca_file, OTHER_CA_FILE = srv.other_ca_file,
+      CA_FILE = srv.ca_file, OTHER_CA_FILE = srv.other_ca_file,
     }, control.LATER)
-    nginx = control.start { conf = conf }
+    nginx = control.start { conf = conf, env = upstream_env() }
     dir = nginx.prefix
   end)
 
@@ -231,8 +259,7 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
 
     it("reuses pooled connections (setkeepalive)", function()
       srv:clear()
-      probe { mode = "info" }
-      local r2 = probe { mode = "info" }
+      local r2 = probes({ { mode = "info" }, { mode = "info" } })[2]
       assert.is_true(r2.reused)
       local reqs = srv:requests()
       assert.equal(2, #reqs)
@@ -249,9 +276,9 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
     end)
 
     it("replaces a pooled connection the server has closed", function()
-      local r1 = probe { mode = "info", base = "self", path = "/stale" }
+      local r = probes { { mode = "info", base = "self", path = "/stale" }, { mode = "info", base = "self", path = "/stale" } }
+      local r1, r2 = r[1], r[2]
       assert.is_true(r1.ok)
-      local r2 = probe { mode = "info", base = "self", path = "/stale" }
       assert.is_true(r2.ok, r2.message)
       assert.equal(200, r2.status)
       assert.equal(1, r2.reconnects)
@@ -408,14 +435,6 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.matches("^oai: cannot make requests in nginx's body_filter phase", body)
     end)
 
-    it("init_by_lua and init_worker_by_lua: the error names the phase and the way out", function()
-      local body = get(nginx.url, "/phase/result?key=init")
-      assert.matches("^oai: cannot make requests in nginx's init phase", body)
-      body = get(nginx.url, "/phase/result?key=init_worker")
-      assert.matches("^oai: cannot make requests in nginx's init_worker phase", body)
-      assert.matches("ngx.timer.at", body, 1, true)
-    end)
-
     it("works in access_by_lua and in ngx.timer.at", function()
       get(nginx.url, "/phase/access")
       assert.equal("ok: Hello! You said: access", (get(nginx.url, "/phase/result?key=access")))
@@ -490,7 +509,7 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
   end)
 
   describe("under load", function()
-    it("200 concurrent streams on one worker all complete while /health stays fast", function()
+    it("200 concurrent streams on two workers all complete while /health stays fast", function()
       local before = libcurl_calls()
       srv:clear()
       local n = 200
@@ -573,6 +592,191 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
     end
   end)
 
+  -- Each phase's location is the first Lua in its VM to require oai when lua_code_cache
+  -- is off; with it on, init_by_lua has loaded oai in the master (the preload
+  -- optimisation) and the workers share it.
+  for _, cache in ipairs { "off", "on" } do
+    describe("require \"oai\" in every phase (2 workers, lua_code_cache " .. cache .. ")", function()
+      local phases
+
+      lazy_setup(function()
+        local conf = control.fill(control.cpath_lines(read_file(ROOT .. "/spec/support/ngx/phases.conf")), {
+          MODULES = control.module_lines(control.find_nginx()), USER = control.user_line(), ROOT = ROOT,
+          CPATH = cpath, CODE_CACHE = cache,
+        }, control.LATER)
+        phases = control.start { conf = conf, env = upstream_env() }
+      end)
+
+      lazy_teardown(function() if phases then phases:stop() end end)
+
+      -- what a request made in that phase gave; "" if the require failed
+      local function result(phase)
+        if not phase:find("^init") then get(phases.url, "/" .. phase) end
+        local body = ""
+        for _ = 1, 100 do
+          body = get(phases.url, "/result?key=" .. phase)
+          if body ~= "" then break end
+          control.sleep(0.02)
+        end
+        return body
+      end
+
+      for _, phase in ipairs { "rewrite", "access", "content", "timer" } do
+        it(phase .. ": loads oai and makes requests", function()
+          local body = result(phase)
+          assert.equal("ok: Hello! You said: " .. phase, body, phases:error_log():sub(-2000))
+        end)
+      end
+
+      for _, phase in ipairs { "init", "init_worker", "set", "header_filter", "body_filter", "log" } do
+        it(phase .. ": loads oai; a request raises naming the phase", function()
+          local body = result(phase)
+          assert.matches("^oai: cannot make requests in nginx's " .. phase .. " phase", body,
+            body == "" and phases:error_log():sub(-2000) or nil)
+          if phase == "init_worker" then assert.matches("ngx.timer.at", body, 1, true) end
+        end)
+      end
+
+      it("logged no error and no worker crashed", function()
+        local log = phases:error_log()
+        assert.is_nil(log:find("[error]", 1, true), log:sub(-2000))
+        assert.is_nil(log:find("exited on signal", 1, true), log:sub(-2000))
+      end)
+    end)
+  end
+
+  -- docs/openresty.md as a user copies it: its nginx.conf settings (substituting the
+  -- checkout's path for /path/to/oai), its first content_by_lua_block (substituting the
+  -- base URL), nothing else of oai's; nginx.conf's own skeleton (pid, events, listen)
+  -- around them, 2 workers.
+  describe("docs/openresty.md's snippet, set up as the page says", function()
+    local function doc_conf(opts)
+      local handler, settings, preload
+      for _, b in ipairs(control.code_blocks(read_file(ROOT .. "/docs/openresty.md"), "nginx")) do
+        if not handler and b:find("content_by_lua_block", 1, true) then handler = b
+        elseif not settings and b:find("\nhttp {", 1, true) then settings = b
+        elseif not preload and b:find("init_by_lua", 1, true) then preload = b end
+      end
+      assert(handler and settings and preload, "docs/openresty.md: the handler, nginx.conf or preload block is gone")
+      local function replace(text, from, to)
+        local a, b = text:find(from, 1, true)
+        assert(a, "docs/openresty.md no longer has: " .. from)
+        return text:sub(1, a - 1) .. to .. text:sub(b + 1)
+      end
+      local function replace_all(text, from, to)
+        local parts, i = {}, 1
+        while true do
+          local a, b = text:find(from, i, true)
+          if not a then break end
+          parts[#parts + 1] = text:sub(i, a - 1) .. to
+          i = b + 1
+        end
+        parts[#parts + 1] = text:sub(i)
+        return table.concat(parts)
+      end
+      local BASE = "https://api.openai.com/v1"
+      local ask = replace(handler, BASE, srv.url)
+      -- the same handler, its upstream cutting every stream after two events
+      local cut = replace(replace(handler, BASE, "http://127.0.0.1:@PORT@/cut/v1"), "location = /ask", "location = /ask-cut")
+      local upstream_root = srv.url:gsub("/v1$", "/")
+      local modules = settings:match("load_module (%S+);")
+      if not exists(modules) then   -- not Debian's nginx: its own module lines
+        settings = settings:gsub("load_module [^\n]*\n", "")
+        settings = control.module_lines(control.find_nginx()) .. "\n" .. settings
+      end
+      local ca = settings:match("lua_ssl_trusted_certificate (%S+);")
+      if ca and not exists(ca) then settings = replace(settings, ca, srv.ca_file) end
+      settings = replace_all(settings, "/path/to/oai/build/luajit", cpath)
+      settings = replace_all(settings, "/path/to/oai", ROOT)
+      local server = table.concat({
+        opts.code_cache_off and "  lua_code_cache off;" or "",
+        opts.preload and preload or "",
+        "  server {",
+        "    listen 127.0.0.1:@PORT@;",
+        ask, cut,
+        "    location /cut/ {",
+        "      proxy_pass " .. upstream_root .. ";",
+        "      proxy_http_version 1.1;",
+        "      proxy_buffering off;",
+        "      proxy_set_header x-test-drop mid-stream;",
+        "    }",
+        "  }",
+      }, "\n")
+      local at = settings:match("^.*()}")   -- the end of the http block
+      settings = settings:sub(1, at - 1) .. server .. "\n" .. settings:sub(at)
+      -- load_module and env stay first (load_module must precede events)
+      local head, http = settings:match("^(.-\n)(http {.*)$")
+      return control.cpath_lines(table.concat({
+        head,
+        control.user_line(),
+        "daemon off;",
+        "master_process on;",
+        "worker_processes 2;",
+        "worker_shutdown_timeout 1s;",
+        "pid @PREFIX@/nginx.pid;",
+        "error_log @PREFIX@/error.log warn;",
+        "events { worker_connections 1024; }",
+        http,
+      }, "\n"))
+    end
+
+    -- n concurrent GET /ask?q=<tag>-i: all 200 with the full reply
+    local function burst(ng, tag, n)
+      local out = ng.prefix .. "/" .. tag
+      assert(control.execute("mkdir -p " .. q(out)))
+      control.execute("cd " .. q(out) .. " && curl -sS --no-progress-meter -Z --parallel-max " .. n
+        .. " --parallel-immediate -m 30 -o 'out_#1' -w '%{http_code}\\n' "
+        .. q(ng.url .. "/ask?q=" .. tag .. "-[1-" .. n .. "]") .. " >codes 2>curl.err")
+      local codes = {}
+      for code in (read_file(out .. "/codes") or ""):gmatch("%d+") do codes[#codes + 1] = code end
+      local wrong = {}
+      for i = 1, n do
+        local body = read_file(out .. "/out_" .. i)
+        if body ~= "Hello! You said: " .. tag .. "-" .. i then wrong[#wrong + 1] = i .. ": " .. tostring(body):sub(1, 200) end
+      end
+      local why = table.concat(wrong, " | ") .. "\n" .. (read_file(out .. "/curl.err") or "") .. ng:error_log():sub(-2000)
+      assert.equal(n, #codes, why)
+      for _, code in ipairs(codes) do assert.equal("200", code, why) end
+      assert.equal(0, #wrong, why)
+    end
+
+    for _, variant in ipairs {
+      { name = "lua_code_cache on" },
+      { name = "lua_code_cache off", code_cache_off = true },
+      { name = "preloaded in init_by_lua (the optional optimisation)", preload = true },
+    } do
+      describe(variant.name, function()
+        local ng
+
+        lazy_setup(function()
+          ng = control.start { conf = doc_conf(variant), env = { OPENAI_API_KEY = "sk-doc-key" } }
+        end)
+
+        lazy_teardown(function() if ng then ng:stop() end end)
+
+        it("20 concurrent streamed requests on fresh workers, then 20 more: all 200 with the full text", function()
+          burst(ng, "first", 20)
+          burst(ng, "again", 20)
+          assert.equal("Bearer sk-doc-key", srv:last_request().headers.authorization)
+          local log = ng:error_log()
+          assert.is_nil(log:find("[error]", 1, true), log:sub(-2000))
+        end)
+
+        it("a stream cut mid-way: logged, and the client sees an incomplete transfer", function()
+          local out = ng.prefix .. "/cut.txt"
+          local ok = control.execute("curl -sS -m 20 -o " .. q(out) .. " " .. q(ng.url .. "/ask-cut?q=a+b+c+d")
+            .. " 2>" .. q(out .. ".err"))
+          assert.is_false(ok)
+          assert.matches("transfer closed", read_file(out .. ".err") or "", 1, true)
+          assert.equal("Hello! You ", read_file(out))   -- the two deltas before the cut
+          local log = ng:error_log()
+          assert.matches("%[error%][^\n]*oai: [^\n]*PARTIAL_FILE", log)
+          assert.is_nil(log:find("exited on signal", 1, true), log:sub(-2000))
+        end)
+      end)
+    end
+  end)
+
   describe("examples/openresty", function()
     local example
 
@@ -596,7 +800,7 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
         text = table.concat(parts)
       end
       local nginx_bin = control.find_nginx()
-      sub("load_module /usr/share/nginx/modules/ndk_http_module.so;\nload_module /usr/share/nginx/modules/ngx_http_lua_module.so;",
+      sub("load_module /usr/lib/nginx/modules/ndk_http_module.so;\nload_module /usr/lib/nginx/modules/ngx_http_lua_module.so;",
         control.module_lines(nginx_bin) .. "\n" .. control.user_line())
       sub("worker_processes auto;", "worker_processes 1;")
       sub("pid logs/nginx.pid;", "pid @PREFIX@/nginx.pid;")

@@ -93,6 +93,7 @@ function M.completions()
   end
   local _, serr = stream:result()
   if serr then
+    ngx.log(ngx.ERR, "oai: upstream stream failed: ", tostring(serr))
     -- the headers are gone: the error travels as an event, as OpenAI sends them
     ngx.print("data: ", json_encode { error = { message = serr.message,
       type = serr.type or ("upstream_" .. tostring(serr.kind)), code = serr.code or serr.name or oai.null } }, "\n\n")
@@ -123,7 +124,11 @@ function M.chat()
     end
   end
   local _, serr = stream:result()
-  if serr then ngx.print("\n[error: ", serr.message, "]") end
+  if serr then
+    -- the 200 is gone: log why, and tell the reader the text is cut
+    ngx.log(ngx.ERR, "oai: upstream stream failed: ", tostring(serr))
+    ngx.print("\n[error: ", serr.message, "]")
+  end
   ngx.print("\n")
 end
 

@@ -26,14 +26,13 @@ local sort, concat = table.sort, table.concat
 
 local M = {}
 
--- Can a coroutine yield from inside pcall?  Not on Lua 5.1 (LuaJIT and 5.2+
+-- Can a coroutine yield from inside pcall?  Not on PUC Lua 5.1 (LuaJIT and 5.2+
 -- can).  Where it cannot, a handler that may yield runs as its own task.
-local PCALL_YIELDS
-do
-  local co = coroutine.create(function() return pcall(coroutine.yield) end)
-  coroutine.resume(co)
-  PCALL_YIELDS = coroutine.status(co) == "suspended"
-end
+-- Decided from the runtime, never by resuming a probe coroutine: loading a
+-- module must not resume or yield (inside nginx, `require` runs in a request's
+-- coroutine, and ngx_lua's coroutine.resume yields it: "attempt to yield
+-- across C-call boundary").
+local PCALL_YIELDS = rawget(_G, "jit") ~= nil or _VERSION ~= "Lua 5.1"
 
 ---@class oai.ToolSpec
 ---@field description? string

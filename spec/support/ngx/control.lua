@@ -53,6 +53,28 @@ function control.fill(text, vars, later)
   return out
 end
 
+-- Does nginx still need `lua_package_cpath` to find oai.core?  Once lua/oai/init.lua
+-- finds the core from its own path (build/<runtime>/oai/core.so), set this to false
+-- (or OAI_NGX_CPATH_LINES=0): every config the specs generate then drops its
+-- lua_package_cpath lines, docs/openresty.md's included, and so tests that
+-- `lua_package_path` alone is enough.
+control.CPATH_LINES = os.getenv("OAI_NGX_CPATH_LINES") ~= "0"
+
+--- cpath_lines(conf) -> conf, without its lua_package_cpath lines unless CPATH_LINES
+function control.cpath_lines(text)
+  if control.CPATH_LINES then return text end
+  return (text:gsub("\n[ \t]*lua_package_cpath[^\n]*", ""))
+end
+
+--- code_blocks(markdown, lang) -> the bodies of its ```lang fenced blocks, in order
+function control.code_blocks(md, lang)
+  local blocks = {}
+  for info, body in md:gmatch("\n```([%w_-]*)\n(.-\n)```") do
+    if info == lang then blocks[#blocks + 1] = body end
+  end
+  return blocks
+end
+
 local Nginx = {}
 Nginx.__index = Nginx
 

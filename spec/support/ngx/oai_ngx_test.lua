@@ -2,16 +2,19 @@
 -- They run inside nginx's LuaJIT and use oai with the oai.ngx transport to call the
 -- local OpenAI-compatible server (oai.testing), then answer the test's curl.
 --
--- init() makes oai.core.request and oai.core.multi raise and count their calls in the
--- shared dict (GET /libcurl reads the count): no code path may reach libcurl here.
+-- Loaded on first use in each worker (no init_by_lua preload, as docs/openresty.md
+-- lets users do): before requiring oai it makes oai.core.request and oai.core.multi
+-- raise and count their calls in the shared dict (GET /libcurl reads the count): no
+-- code path may reach libcurl here.  The upstream's URLs come from the environment
+-- (the `env` lines of nginx.conf), readable in every phase.
 local M = {}
 
 local ngx = ngx
 local dict = ngx.shared.oai_ngx_test
-local oai, cfg
+local cfg = { url = os.getenv("OAI_NGX_TEST_UPSTREAM"), tls_url = os.getenv("OAI_NGX_TEST_TLS_UPSTREAM") }
 
-function M.init(c)
-  cfg = c
+local oai
+do
   local core = require "oai.core"
   local function forbidden(name)
     return function()
