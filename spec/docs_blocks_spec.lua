@@ -9,7 +9,8 @@ local proc = require "oai.testing.proc"
 local root = proc.trim(proc.capture("pwd"))
 
 local HOSTS = { script = true, nvim = true, love = true, nginx = true, ["nginx-conf"] = true,
-                ci = true, output = true, sh = true }
+                ci = true, output = true, sh = true, ["nginx-http"] = true, ["nginx-lua"] = true,
+                example = true }
 
 describe("documentation code blocks #child", function()
   local srv
@@ -18,10 +19,11 @@ describe("documentation code blocks #child", function()
 
   for _, file in ipairs(docblocks.FILES) do
     local blocks = docblocks.blocks(file)
-    local scripts, conf = {}, nil
+    local scripts, conf, first_location = {}, nil, nil
     for _, b in ipairs(blocks) do
       if b.host == "script" then scripts[#scripts + 1] = b end
       if b.host == "nginx-conf" then conf = b end
+      if b.host == "nginx" and not first_location then first_location = b end
     end
 
     it(file .. ": every block names a host it runs in", function()
@@ -56,6 +58,25 @@ describe("documentation code blocks #child", function()
           assert.truthy(conf, file .. " has nginx blocks but no <!-- doc-test: nginx-conf --> block")
           local ok, out = docblocks.run_nginx(conf, b, srv.url, root)
           assert.is_true(ok, out)
+        end)
+      elseif b.host == "nginx-http" or b.host == "nginx-lua" then
+        it(where .. " serves a 200 in nginx, configured as " .. file .. " says", function()
+          assert.truthy(conf, file .. " has nginx blocks but no <!-- doc-test: nginx-conf --> block")
+          local ok, out
+          if b.host == "nginx-http" then
+            ok, out = docblocks.run_nginx(conf, assert(first_location, "no location block to run it with"), srv.url, root, b)
+          else
+            local loc = { code = "location = /lua {\n  content_by_lua_block {\n" .. b.code .. "  }\n}\n" }
+            ok, out = docblocks.run_nginx(conf, loc, srv.url, root)
+          end
+          assert.is_true(ok, out)
+        end)
+      elseif b.host == "example" then
+        it(where .. " names the spec that runs its example", function()
+          local spec = b.note
+          assert.truthy(spec and proc.exists(spec), "example blocks say <!-- doc-test: example spec/NAME_spec.lua -->")
+          local text = assert(proc.read_file(spec))
+          assert.truthy(text:find("examples/", 1, true), spec .. " does not run an example")
         end)
       elseif b.host == "sh" then
         it(where .. " runs as a shell script in the checkout", function()

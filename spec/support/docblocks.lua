@@ -10,6 +10,11 @@
 --   love        LÖVE, headless, the block as main.lua
 --   nginx       a location block, inside the file's `nginx-conf` block
 --   nginx-conf  the configuration the file's nginx blocks run in
+--   nginx-http  directives for that configuration's http block (run with the
+--               file's first location)
+--   nginx-lua   Lua for a content_by_lua_block (a location of its own)
+--   example     commands that start a long-running example by hand; what they
+--               run is tested by the spec the comment names
 --   ci          shell commands that .ci/run must run as written
 --   output      text a program prints (not code)
 local proc = require "oai.testing.proc"
@@ -36,11 +41,12 @@ function M.blocks(file)
       end
       local j = start - 1
       while j > 0 and lines[j]:match("^%s*$") do j = j - 1 end
-      local host = j > 0 and lines[j]:match("^<!%-%- doc%-test: ([%w%-]+).-%-%->%s*$")
+      local host, note
+      if j > 0 then host, note = lines[j]:match("^<!%-%- doc%-test: ([%w%-]+)%s*(.-)%s*%-%->%s*$") end
       if not host then
         host = (lang == "lua" and "script") or (lang == "nginx" and "nginx") or nil
       end
-      out[#out + 1] = { file = file, line = start, lang = lang, host = host,
+      out[#out + 1] = { file = file, line = start, lang = lang, host = host, note = note,
                         code = table.concat(body, "\n") .. "\n" }
     end
     i = i + 1
@@ -174,7 +180,7 @@ end
 
 -- nginx: `conf` (the file's nginx.conf block, as documented) with a server
 -- holding `location`; returns ok, output (the response and error log)
-function M.run_nginx(conf, location, url, root)
+function M.run_nginx(conf, location, url, root, http_extra)
   local dir = M.scratch()
   assert(proc.execute("mkdir -p " .. proc.q(dir .. "/logs") .. " " .. proc.q(dir .. "/tmp")))
   local port = proc.random(20000, 40000)
@@ -183,7 +189,8 @@ function M.run_nginx(conf, location, url, root)
   local server = ("  server {\n    listen 127.0.0.1:%d;\n%s  }\n"):format(port, M.substitute(location.code, url, root))
   c = "daemon off;\nworker_processes 2;\npid " .. dir .. "/nginx.pid;\nerror_log " .. dir .. "/error.log info;\n"
     .. c:sub(1, http_end - 1)
-    .. "  access_log off;\n  client_body_temp_path " .. dir .. "/tmp;\n" .. server .. "}\n"
+    .. "  access_log off;\n  client_body_temp_path " .. dir .. "/tmp;\n"
+    .. (http_extra and M.substitute(http_extra.code, url, root) or "") .. server .. "}\n"
     .. "events { worker_connections 256; }\n"
   proc.write_file(dir .. "/nginx.conf", c)
   local nginx = proc.find_nginx({})

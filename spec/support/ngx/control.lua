@@ -58,7 +58,7 @@ end
 -- (or OAI_NGX_CPATH_LINES=0): every config the specs generate then drops its
 -- lua_package_cpath lines, docs/openresty.md's included, and so tests that
 -- `lua_package_path` alone is enough.
-control.CPATH_LINES = os.getenv("OAI_NGX_CPATH_LINES") ~= "0"
+control.CPATH_LINES = os.getenv("OAI_NGX_CPATH_LINES") == "1"
 
 --- cpath_lines(conf) -> conf, without its lua_package_cpath lines unless CPATH_LINES
 function control.cpath_lines(text)
