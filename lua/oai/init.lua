@@ -45,6 +45,9 @@ local DEFAULTS = {
 -- secrets live here, never in the client table itself (printing or
 -- serialising a client must not reveal the key)
 local secrets = setmetatable({}, { __mode = "k" })
+-- client -> its cached header tables (they hold "Authorization: Bearer <key>",
+-- so they live beside the client, like the key)
+local hcaches = setmetatable({}, { __mode = "k" })
 -- completion table -> response metadata
 local metadata = setmetatable({}, { __mode = "k" })
 
@@ -144,8 +147,8 @@ end
 local function header_table(self, call, key, accept, has_body)
   local h
   if key == secrets[self] then
-    local cache = self._hcache
-    if not cache then cache = {}; self._hcache = cache end
+    local cache = hcaches[self]
+    if not cache then cache = {}; hcaches[self] = cache end
     local ck = accept .. (has_body and "+body" or "")
     h = cache[ck]
     if not h then h = build_headers(self, key, accept, has_body); cache[ck] = h end
