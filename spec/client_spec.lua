@@ -261,6 +261,67 @@ describe("oai client", function()
     end)
   end)
 
+  describe("URLs", function()
+    local origin   -- "http://127.0.0.1:PORT", base_url without a path
+
+    before_each(function() origin = srv.url:gsub("/v1$", "") end)
+
+    it("keeps a relative path under base_url, even one that looks like an authority", function()
+      local c = oai.new { base_url = origin, api_key = KEY, max_retries = 0 }
+      local port = origin:match(":(%d+)$")
+      local path = "@127.0.0.1:" .. port .. "/v1/models"
+      c:get(path)
+      local r = srv:last_request()
+      assert.equal("/" .. path, r.path)
+      -- with or without the leading slash, under base_url's path
+      c = oai.new { base_url = srv.url .. "/", api_key = KEY, max_retries = 0 }
+      assert.truthy(c:get("models"))
+      assert.equal("/v1/models", srv:last_request().path)
+      assert.truthy(c:get("/models"))
+      assert.equal("/v1/models", srv:last_request().path)
+    end)
+
+    it("sends no credentials to an absolute URL on another scheme, host or port unless the call passes api_key", function()
+      local c = oai.new { base_url = srv.url, api_key = KEY, ca_file = srv.ca_file, max_retries = 0,
+                          headers = { ["api-key"] = KEY, ["X-Org"] = "o1" } }
+      -- same origin, absolute: credentials go
+      assert.truthy(c:get(srv.url .. "/models"))
+      local r = srv:last_request()
+      assert.equal("Bearer " .. KEY, r.headers["authorization"])
+      assert.equal(KEY, r.headers["api-key"])
+      -- another scheme, host and port (the TLS listener at localhost): none
+      assert.truthy(c:get(srv.tls_url .. "/models"))
+      r = srv:last_request()
+      assert.is_nil(r.headers["authorization"])
+      assert.is_nil(r.headers["api-key"])
+      assert.equal("o1", r.headers["x-org"])
+      assert.truthy(c:chat({ model = "test-model", messages = { user("x") } }, { base_url = srv.url }))
+      assert.equal("Bearer " .. KEY, srv:last_request().headers["authorization"])
+      -- unless the call passes api_key
+      assert.truthy(c:get(srv.tls_url .. "/models", { api_key = "sk-other-0123456789" }))
+      assert.equal("Bearer sk-other-0123456789", srv:last_request().headers["authorization"])
+    end)
+
+    it("compares origins by scheme, host and port, default ports included", function()
+      local o = oai._origin_of
+      assert.equal("https://api.example.com:443", o("HTTPS://API.example.com/v1"))
+      assert.equal(o("http://h/x"), o("http://user:pw@h:80/y"))
+      assert.equal("http://evil.com:80", o("http://good.com@evil.com/"))
+      assert.is_nil(o("http://good.com\\@evil.com/"))
+      assert.is_nil(o("http://h:x/"))
+      assert.equal("http://[::1]:8080", o("http://[::1]:8080/v1"))
+    end)
+
+    it("masks base_url credentials in tostring(client) and in errors", function()
+      local c = oai.new { base_url = "http://user:pa55word@127.0.0.1:1/v1", api_key = KEY, max_retries = 0 }
+      assert.equal("oai.client (http://***@127.0.0.1:1/v1)", tostring(c))
+      local err = oai.errors.new({ kind = "network", message = "cannot reach http://user:pa55word@127.0.0.1:1/v1" })
+      assert.equal("cannot reach http://***@127.0.0.1:1/v1", err.message)
+      local _, e = c:chat { model = "m", messages = { user("x") } }
+      assert.falsy(tostring(e):find("pa55word", 1, true))
+    end)
+  end)
+
   describe("retries", function()
     local fast = 0.05
     local function key() return "k" .. tostring(math.random(1, 1e9)) end
