@@ -173,6 +173,155 @@ describe("oai client", function()
     end)
   end)
 
+  describe("secrets", function()
+    -- every table reachable from v (keys and values; metatables skipped)
+    -- -> the path of the first string holding `needle`, or nil
+    local function find_in(v, needle, path, seen)
+      path, seen = path or "root", seen or {}
+      if type(v) == "string" then return v:find(needle, 1, true) and path or nil end
+      if type(v) ~= "table" or seen[v] then return nil end
+      seen[v] = true
+      for k, x in pairs(v) do
+        local found = find_in(k, needle, path .. "[key]", seen)
+          or find_in(x, needle, path .. "." .. tostring(k), seen)
+        if found then return found end
+      end
+      return nil
+    end
+
+    local function sse(...)
+      local out = {}
+      for i, doc in ipairs({ ... }) do out[i] = "data: " .. oai.json.encode(doc) .. "\n\n" end
+      return table.concat(out)
+    end
+
+    it("keeps the API key out of everything reachable from the client, its streams and errors", function()
+      local c = oai.new { base_url = srv.url, api_key = KEY, ca_file = srv.ca_file, max_retries = 0 }
+      local req = { model = "test-model", messages = { user("hi") } }
+      assert.truthy(c:chat(req))
+      assert.truthy(c:chat(req, { headers = { ["X-Call"] = "1" } }))
+      assert.truthy(c:models())
+      local s = assert(c:stream(req))
+      assert.truthy(s:result())
+      local _, err = c:chat(req, { headers = { ["x-test-status"] = "401" } })
+      assert.truthy(err)
+      local fs = assert(c:stream(req, { headers = { ["x-test-drop"] = "mid-stream" } }))
+      local _, serr = fs:result()
+      assert.truthy(serr)
+      assert.equal("Bearer " .. KEY, srv:last_request().headers["authorization"])
+      assert.is_nil(find_in(c, KEY))
+      assert.is_nil(find_in(s, KEY))
+      assert.is_nil(find_in(fs, KEY))
+      assert.is_nil(find_in(err, KEY))
+      assert.is_nil(find_in(serr, KEY))
+    end)
+
+    it("masks an echoed key in every string of an error envelope, nested ones too", function()
+      srv:script("echo-envelope", { { status = 401, headers = { ["content-type"] = "application/json" } },
+        { send = oai.json.encode { error = { message = "bad key " .. KEY, code = KEY, type = "auth",
+          param = { nested = { "x" .. KEY .. "y" }, [KEY] = true } } } } })
+      local _, err = client:chat({ model = "m", messages = { user("x") } },
+        { headers = { ["x-test-script"] = "echo-envelope" }, max_retries = 0 })
+      assert.equal("api", err.kind)
+      assert.equal("bad key [REDACTED]", err.message)
+      assert.equal("bad key [REDACTED]", err.error.message)
+      assert.equal("[REDACTED]", err.code)
+      assert.equal("[REDACTED]", err.error.code)
+      assert.equal("x[REDACTED]y", err.error.param.nested[1])
+      assert.is_true(err.error.param["[REDACTED]"])
+      assert.is_nil(find_in(err, KEY))
+    end)
+
+    it("masks an echoed key in an in-stream error, its raw data and the partial completion", function()
+      local chunk = { id = "c1", object = "chat.completion.chunk", created = 1, model = "m",
+        choices = { { index = 0, delta = { role = "assistant", content = "your key is " .. KEY } } } }
+      srv:script("echo-stream", { { status = 200, headers = { ["content-type"] = "text/event-stream" } },
+        { send = sse(chunk, { error = { message = "bad key " .. KEY, code = KEY, details = { KEY } } }) } })
+      local s = assert(client:stream({ model = "m", messages = { user("x") } },
+        { headers = { ["x-test-script"] = "echo-stream" }, max_retries = 0 }))
+      local _, err = s:result()
+      assert.equal("api", err.kind)
+      assert.equal("bad key [REDACTED]", err.error.message)
+      assert.equal("[REDACTED]", err.code)
+      assert.equal("[REDACTED]", err.error.details[1])
+      assert.equal("your key is [REDACTED]", err.partial.choices[1].message.content)
+      assert.is_nil(find_in(err, KEY))
+      assert.falsy(tostring(err):find(KEY, 1, true))
+    end)
+
+    it("masks strings in errors without looping on cycles", function()
+      local t = { msg = "k " .. KEY }
+      t.self = t
+      local err = oai.errors.new({ kind = "api", message = KEY, body = KEY, partial = t, list = { t, { KEY } } }, KEY)
+      assert.equal("[REDACTED]", err.message)
+      assert.equal("[REDACTED]", err.body)
+      assert.equal("k [REDACTED]", err.partial.msg)
+      assert.equal(err.partial, err.partial.self)
+      assert.equal("[REDACTED]", err.list[2][1])
+    end)
+  end)
+
+  describe("URLs", function()
+    local origin   -- "http://127.0.0.1:PORT", base_url without a path
+
+    before_each(function() origin = srv.url:gsub("/v1$", "") end)
+
+    it("keeps a relative path under base_url, even one that looks like an authority", function()
+      local c = oai.new { base_url = origin, api_key = KEY, max_retries = 0 }
+      local port = origin:match(":(%d+)$")
+      local path = "@127.0.0.1:" .. port .. "/v1/models"
+      c:get(path)
+      local r = srv:last_request()
+      assert.equal("/" .. path, r.path)
+      -- with or without the leading slash, under base_url's path
+      c = oai.new { base_url = srv.url .. "/", api_key = KEY, max_retries = 0 }
+      assert.truthy(c:get("models"))
+      assert.equal("/v1/models", srv:last_request().path)
+      assert.truthy(c:get("/models"))
+      assert.equal("/v1/models", srv:last_request().path)
+    end)
+
+    it("sends no credentials to an absolute URL on another scheme, host or port unless the call passes api_key", function()
+      local c = oai.new { base_url = srv.url, api_key = KEY, ca_file = srv.ca_file, max_retries = 0,
+                          headers = { ["api-key"] = KEY, ["X-Org"] = "o1" } }
+      -- same origin, absolute: credentials go
+      assert.truthy(c:get(srv.url .. "/models"))
+      local r = srv:last_request()
+      assert.equal("Bearer " .. KEY, r.headers["authorization"])
+      assert.equal(KEY, r.headers["api-key"])
+      -- another scheme, host and port (the TLS listener at localhost): none
+      assert.truthy(c:get(srv.tls_url .. "/models"))
+      r = srv:last_request()
+      assert.is_nil(r.headers["authorization"])
+      assert.is_nil(r.headers["api-key"])
+      assert.equal("o1", r.headers["x-org"])
+      assert.truthy(c:chat({ model = "test-model", messages = { user("x") } }, { base_url = srv.url }))
+      assert.equal("Bearer " .. KEY, srv:last_request().headers["authorization"])
+      -- unless the call passes api_key
+      assert.truthy(c:get(srv.tls_url .. "/models", { api_key = "sk-other-0123456789" }))
+      assert.equal("Bearer sk-other-0123456789", srv:last_request().headers["authorization"])
+    end)
+
+    it("compares origins by scheme, host and port, default ports included", function()
+      local o = oai._origin_of
+      assert.equal("https://api.example.com:443", o("HTTPS://API.example.com/v1"))
+      assert.equal(o("http://h/x"), o("http://user:pw@h:80/y"))
+      assert.equal("http://evil.com:80", o("http://good.com@evil.com/"))
+      assert.is_nil(o("http://good.com\\@evil.com/"))
+      assert.is_nil(o("http://h:x/"))
+      assert.equal("http://[::1]:8080", o("http://[::1]:8080/v1"))
+    end)
+
+    it("masks base_url credentials in tostring(client) and in errors", function()
+      local c = oai.new { base_url = "http://user:pa55word@127.0.0.1:1/v1", api_key = KEY, max_retries = 0 }
+      assert.equal("oai.client (http://***@127.0.0.1:1/v1)", tostring(c))
+      local err = oai.errors.new({ kind = "network", message = "cannot reach http://user:pa55word@127.0.0.1:1/v1" })
+      assert.equal("cannot reach http://***@127.0.0.1:1/v1", err.message)
+      local _, e = c:chat { model = "m", messages = { user("x") } }
+      assert.falsy(tostring(e):find("pa55word", 1, true))
+    end)
+  end)
+
   describe("retries", function()
     local fast = 0.05
     local function key() return "k" .. tostring(math.random(1, 1e9)) end

@@ -132,6 +132,40 @@ describe("oai messages", function()
       assert.equal("too_large", err.code)
       assert.equal("image " .. big .. " is 20971521 bytes, more than max_bytes (20971520)", err.message)
     end)
+
+    it("image_file refuses devices, FIFOs and directories without reading or blocking", function()
+      local fifo = os.tmpname()
+      os.remove(fifo)
+      local made = os.execute("mkfifo " .. fifo)
+      assert(made == true or made == 0, "mkfifo failed")
+      finally(function() os.remove(fifo) end)
+      local cases = { { "/dev/zero", "device" }, { "/dev/null", "device" }, { fifo, "fifo" }, { "spec", "directory" } }
+      for _, c in ipairs(cases) do
+        local path, kind = c[1], c[2]
+        local part, err = oai.image_file(path, { max_bytes = 1024 })
+        assert.is_nil(part)
+        assert.equal("file", err.kind)
+        assert.equal("unreadable", err.code)
+        assert.equal(path, err.path)
+        assert.equal("cannot read image " .. path .. ": not a regular file (" .. kind .. ")", err.message)
+      end
+    end)
+
+    it("image_file reads at most max_bytes + 1 bytes when the size is unknown", function()
+      -- without the core's stat (non-POSIX builds) /dev/zero is opened: its
+      -- seek("end") says 0 bytes, and the read stops after max_bytes + 1
+      local core = require "oai.core"
+      local saved_kind, saved_mod = core.file_kind, package.loaded["oai.messages"]
+      core.file_kind = nil
+      package.loaded["oai.messages"] = nil
+      local ok, m = pcall(require, "oai.messages")
+      core.file_kind, package.loaded["oai.messages"] = saved_kind, saved_mod
+      assert(ok, m)
+      local part, err = m.image_file("/dev/zero", { max_bytes = 1024 })
+      assert.is_nil(part)
+      assert.equal("too_large", err.code)
+      assert.equal("image /dev/zero is more than max_bytes (1024)", err.message)
+    end)
   end)
 
   describe("against the local server", function()

@@ -294,6 +294,55 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
     end)
   end)
 
+  describe("secrets and URLs", function()
+    local KEY = "sk-ngx-test-key"
+
+    it("keeps the key out of the client, its streams and errors; masks it in every string of an error", function()
+      local chunk = { id = "c1", object = "chat.completion.chunk", created = 1, model = "m",
+        choices = { { index = 0, delta = { role = "assistant", content = "your key is " .. KEY } } } }
+      srv:script("ngx-echo-envelope", { { status = 401, headers = { ["content-type"] = "application/json" } },
+        { send = core.json_encode { error = { message = "bad key " .. KEY, code = KEY, param = { KEY } } } } })
+      srv:script("ngx-echo-stream", { { status = 200, headers = { ["content-type"] = "text/event-stream" } },
+        { send = "data: " .. core.json_encode(chunk) .. "\n\ndata: "
+          .. core.json_encode { error = { message = "bad key " .. KEY, code = KEY } } .. "\n\n" } })
+      local r = probe { mode = "secrets", key = KEY,
+        chat_call = { headers = { ["x-test-script"] = "ngx-echo-envelope" } },
+        stream_call = { headers = { ["x-test-script"] = "ngx-echo-stream" } } }
+      assert.is_nil(r.raised)
+      assert.equal("Hello! You said: s", r.chat)
+      assert.equal("Hello! You said: s", r.stream)
+      assert.is_false(r.in_client)
+      assert.is_false(r.in_stream)
+      assert.is_false(r.in_chat_err)
+      assert.is_false(r.in_stream_err)
+      assert.same({ message = "bad key [REDACTED]", code = "[REDACTED]", error_message = "bad key [REDACTED]" }, r.chat_err)
+      assert.same({ message = "bad key [REDACTED]", code = "[REDACTED]", error_message = "bad key [REDACTED]",
+                    partial = "your key is [REDACTED]" }, r.stream_err)
+    end)
+
+    it("keeps a relative path on base_url's host", function()
+      local origin = srv.url:gsub("/v1$", "")
+      local path = "@127.0.0.1:" .. origin:match(":(%d+)$") .. "/v1/models"
+      local r = probe { mode = "get", base = origin, url = path }
+      assert.is_nil(r.raised)
+      assert.equal("/" .. path, srv:last_request().path)
+    end)
+
+    it("sends no key to an absolute URL on another origin unless the call passes api_key", function()
+      local r = probe { mode = "get", url = srv.url .. "/models" }
+      assert.is_true(r.ok)
+      assert.equal("Bearer " .. KEY, srv:last_request().headers.authorization)
+      -- base_url is nginx itself: the server is another port
+      r = probe { mode = "get", base = "self", url = srv.url .. "/models", client = { headers = { ["api-key"] = KEY } } }
+      assert.is_true(r.ok)
+      assert.is_nil(srv:last_request().headers.authorization)
+      assert.is_nil(srv:last_request().headers["api-key"])
+      r = probe { mode = "get", base = "self", url = srv.url .. "/models", call = { api_key = "sk-explicit-1234" } }
+      assert.is_true(r.ok)
+      assert.equal("Bearer sk-explicit-1234", srv:last_request().headers.authorization)
+    end)
+  end)
+
   describe("failures map to libcurl's names", function()
     local function chat(headers, client, base)
       return probe { mode = "chat", base = base, client = client, call = { headers = headers },

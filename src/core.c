@@ -1,11 +1,19 @@
 /*
 ** core.c: luaopen_oai_core, the only symbol oai.core exports.
 */
+#if !defined(_POSIX_C_SOURCE) && !defined(_WIN32)
+#define _POSIX_C_SOURCE 200809L   /* stat(2), S_ISFIFO, unsetenv */
+#endif
 #if defined(OAI_SANITIZE_UNSET_PRELOAD)
-#define _POSIX_C_SOURCE 200809L
 #include <stdlib.h>
 #endif
+#include <errno.h>
 #include <signal.h>
+#include <string.h>
+#if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
+#include <sys/stat.h>
+#define OAI_HAVE_STAT 1
+#endif
 
 #include "oai.h"
 
@@ -50,6 +58,32 @@ static int l_sigint_take(lua_State *L) {
   return 1;
 }
 
+#if defined(OAI_HAVE_STAT)
+/* file_kind(path) -> "file" | "directory" | "fifo" | "device" | "socket" |
+   "other", or nil, message: what stat(2) says path is (symlinks followed),
+   without opening it (opening a FIFO blocks until a writer appears) */
+static int l_file_kind(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  const char *kind = "other";
+  if (stat(path, &st) != 0) {
+    int en = errno;
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(en));
+    return 2;
+  }
+  if (S_ISREG(st.st_mode)) kind = "file";
+  else if (S_ISDIR(st.st_mode)) kind = "directory";
+  else if (S_ISFIFO(st.st_mode)) kind = "fifo";
+  else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) kind = "device";
+#if defined(S_ISSOCK)
+  else if (S_ISSOCK(st.st_mode)) kind = "socket";
+#endif
+  lua_pushstring(L, kind);
+  return 1;
+}
+#endif
+
 /* require "oai.core" -> the module table */
 OAI_EXPORT int luaopen_oai_core(lua_State *L) {
 #if defined(OAI_SANITIZE_UNSET_PRELOAD)
@@ -65,6 +99,10 @@ OAI_EXPORT int luaopen_oai_core(lua_State *L) {
   lua_setfield(L, -2, "sigint_trap");
   lua_pushcfunction(L, l_sigint_take);
   lua_setfield(L, -2, "sigint_take");
+#if defined(OAI_HAVE_STAT)
+  lua_pushcfunction(L, l_file_kind);
+  lua_setfield(L, -2, "file_kind");
+#endif
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
   return 1;

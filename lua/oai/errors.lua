@@ -65,16 +65,53 @@ local function mask(s, secret)
 end
 M.mask = mask
 
---- new(fields, secret) -> err: masks `secret` in every string field.
----@param fields table
----@param secret? string masked in every string field
----@return oai.Error
-function M.new(fields, secret)
-  if secret then
-    for k, v in pairs(fields) do
-      if type(v) == "string" then fields[k] = mask(v, secret) end
+-- "scheme://user:password@" -> "scheme://***@": credentials in URLs
+local function mask_url_credentials(s)
+  if not s:find("@", 1, true) then return s end
+  return (s:gsub("(%a[%w+.-]*://)[^/?#@%s]+@", "%1***@"))
+end
+M.mask_url_credentials = mask_url_credentials
+
+local function mask_string(s, secret)
+  return mask_url_credentials(mask(s, secret))
+end
+
+-- mask every string reachable from t (values and keys, nested tables), in
+-- place; `seen` stops cycles and shared tables
+local function mask_table(t, secret, seen)
+  if seen[t] then return end
+  seen[t] = true
+  local moved
+  for k, v in pairs(t) do
+    if type(v) == "string" then
+      local m = mask_string(v, secret)
+      if m ~= v then t[k] = m end   -- assigning an existing field is safe inside pairs
+    elseif type(v) == "table" then
+      mask_table(v, secret, seen)
+    end
+    if type(k) == "string" then
+      local mk = mask_string(k, secret)
+      if mk ~= k then moved = moved or {}; moved[k] = mk end
+    elseif type(k) == "table" then
+      mask_table(k, secret, seen)
     end
   end
+  if moved then
+    for k, mk in pairs(moved) do
+      t[mk] = t[k]
+      t[k] = nil
+    end
+  end
+end
+
+--- new(fields, secret) -> err: masks `secret`, and credentials in URLs
+--- (`https://user:pass@host` -> `https://***@host`), in every string of
+--- `fields`, recursively (`error`, `partial`, ...), in place.
+---@param fields table
+---@param secret? string masked in every string
+---@return oai.Error
+function M.new(fields, secret)
+  mask_table(fields, secret, {})
   return setmetatable(fields, Error)
 end
 

@@ -45,6 +45,9 @@ local DEFAULTS = {
 -- secrets live here, never in the client table itself (printing or
 -- serialising a client must not reveal the key)
 local secrets = setmetatable({}, { __mode = "k" })
+-- client -> its cached header tables (they hold "Authorization: Bearer <key>",
+-- so they live beside the client, like the key)
+local hcaches = setmetatable({}, { __mode = "k" })
 -- completion table -> response metadata
 local metadata = setmetatable({}, { __mode = "k" })
 
@@ -55,7 +58,7 @@ Client.__index = Client
 oai.Client = Client
 
 function Client:__tostring()
-  return "oai.client (" .. self.base_url .. ")"
+  return "oai.client (" .. errors.mask_url_credentials(self.base_url) .. ")"
 end
 
 ---@class oai.ClientOptions
@@ -132,20 +135,28 @@ local function set_header(h, name, value)
   h[name] = value
 end
 
-local function build_headers(self, key, accept, has_body)
+-- client headers that carry credentials: not sent to another origin
+local CREDENTIAL_HEADERS = { authorization = true, ["api-key"] = true }
+
+local function build_headers(self, key, accept, has_body, foreign)
   local h = { ["User-Agent"] = USER_AGENT, ["Accept"] = accept }
   if has_body then h["Content-Type"] = "application/json" end
   if key then h["Authorization"] = "Bearer " .. key end
-  for k, v in pairs(self.headers) do set_header(h, k, v) end
+  for k, v in pairs(self.headers) do
+    if not (foreign and type(k) == "string" and CREDENTIAL_HEADERS[k:lower()]) then set_header(h, k, v) end
+  end
   return h
 end
 
--- the request headers; the client's part is built once per kind of request
-local function header_table(self, call, key, accept, has_body)
+-- the request headers; the client's part is built once per kind of request.
+-- foreign: the URL is not on base_url's origin (no key, no credential headers)
+local function header_table(self, call, key, accept, has_body, foreign)
   local h
-  if key == secrets[self] then
-    local cache = self._hcache
-    if not cache then cache = {}; self._hcache = cache end
+  if foreign then
+    h = build_headers(self, nil, accept, has_body, true)
+  elseif key == secrets[self] then
+    local cache = hcaches[self]
+    if not cache then cache = {}; hcaches[self] = cache end
     local ck = accept .. (has_body and "+body" or "")
     h = cache[ck]
     if not h then h = build_headers(self, key, accept, has_body); cache[ck] = h end
@@ -304,15 +315,64 @@ function oai.run() return (transport().run or loop.run)() end
 ---@param seconds number
 function oai.sleep(seconds) return (transport().sleep or loop.sleep)(seconds) end
 
+---------------------------------------------------------------- URLs
+
+local DEFAULT_PORT = { http = "80", https = "443" }
+
+-- the authority (between "://" and the path) of a URL, or nil
+local function authority_of(url)
+  return url:match("^%a[%w+.-]*://([^/?#]*)")
+end
+
+-- "scheme://host:port" of an http(s) URL, lower-cased, default port filled
+-- in; nil when the authority holds anything unusual (it then matches nothing)
+local function origin_of(url)
+  local scheme, auth = url:match("^(%a[%w+.-]*)://([^/?#]*)")
+  if not scheme then return nil end
+  if auth:find("[\\%s%c]") then return nil end
+  scheme = scheme:lower()
+  local hostport = auth:match("^.*@(.*)$") or auth
+  if not hostport:match("^[%w%.%-_:%[%]]+$") then return nil end
+  local host, port = hostport:match("^(%[[%x:%.]+%]):?(%d*)$")
+  if not host then host, port = hostport:match("^([^:%[%]]+):?(%d*)$") end
+  if not host then return nil end
+  if port == "" then port = DEFAULT_PORT[scheme] end
+  if not port then return nil end
+  return scheme .. "://" .. host:lower() .. ":" .. tostring(tonumber(port))
+end
+oai._origin_of = origin_of
+
+local function is_absolute(path)
+  return path:match("^[hH][tT][tT][pP][sS]?://") ~= nil
+end
+
+-- The URL for path and whether it leaves base_url's origin.  A relative
+-- path is joined under base_url (base .. "/" .. path without its leading
+-- slashes) and must keep base_url's authority (raises otherwise); an
+-- absolute URL on another scheme, host or port is foreign: no credentials.
+local function resolve_url(self, call, path, level)
+  local base = (call and call.base_url or self.base_url):gsub("/+$", "")
+  if is_absolute(path) then
+    local there = origin_of(path)
+    return path, there == nil or there ~= origin_of(base)
+  end
+  local url = base .. "/" .. path:gsub("^/+", "")
+  if authority_of(url) ~= authority_of(base) then
+    error(("oai: path %q leaves base_url's host"):format(path), level + 1)
+  end
+  return url, false
+end
+
 ---------------------------------------------------------------- requests
 
 -- Start one attempt and wait for its headers (stream) or its end.
-local function attempt(self, o, method, url, body, call, stream, key)
+local function attempt(self, o, method, url, body, call, stream, key, foreign)
   local T = transport()
   local req = T.request {
     url = url,
     method = method,
-    headers = header_table(self, call, key, stream and "text/event-stream" or "application/json", body ~= nil),
+    headers = header_table(self, call, key, stream and "text/event-stream" or "application/json", body ~= nil,
+      foreign),
     body = body,
     stream = stream,
     timeout_ms = (o.timeout or 0) * 1000,
@@ -347,14 +407,16 @@ function Client:_send(method, path, body, call, stream)
   local o = options(self, call)
   local key = secrets[self]
   if call and call.api_key ~= nil then key = call.api_key end
-  local base = (call and call.base_url or self.base_url):gsub("/+$", "")
-  local url = path:match("^https?://") and path or (base .. path)
+  local url, foreign = resolve_url(self, call, path, 2)
+  -- another origin gets the key only when this call passed it
+  if foreign and call and call.api_key ~= nil then foreign = false end
+  if foreign then key = nil end
   local t0 = monotime()
   local max_retries = o.max_retries or 0
   local n = 0
   while true do
     n = n + 1
-    local req = attempt(self, o, method, url, body, call, stream, key)
+    local req = attempt(self, o, method, url, body, call, stream, key, foreign)
     local done, ok, name, msg = req:result()
     local status = req:status()
     local err, retry
@@ -627,6 +689,7 @@ end
 ---@return oai.Error? err
 function Client:get(path, opts)
   if type(path) ~= "string" then error("client:get: path must be a string", 2) end
+  resolve_url(self, opts, path, 2)   -- raises here, in the caller, for a path leaving base_url
   return json_call(self, "GET", path, nil, opts)
 end
 
@@ -638,6 +701,7 @@ end
 ---@return oai.Error? err
 function Client:post(path, body, opts)
   if type(path) ~= "string" then error("client:post: path must be a string", 2) end
+  resolve_url(self, opts, path, 2)
   return json_call(self, "POST", path, body ~= nil and encode(body, 2) or "", opts)
 end
 

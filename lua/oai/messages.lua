@@ -12,6 +12,8 @@ local errors = require "oai.errors"
 
 local type, error, pairs, ipairs, tostring = type, error, pairs, ipairs, tostring
 local io_open = io.open
+local floor = math.floor
+local file_kind = core.file_kind   -- nil where the core has no stat(2)
 local null = core.null
 
 local M = {}
@@ -176,6 +178,13 @@ function M.image_file(path, opts)
   local detail = detail_of(opts, "oai.image_file")
   local max = opts and opts.max_bytes or M.MAX_IMAGE_BYTES
   if type(max) ~= "number" then error("oai.image_file: max_bytes must be a number", 2) end
+  -- only regular files: a FIFO would block io.open, a device never ends
+  -- and a directory reports a bogus size (stat, where the core has it)
+  local kind = file_kind and file_kind(path)
+  if kind and kind ~= "file" then
+    return nil, file_error(path, "unreadable", "cannot read image " .. path
+      .. ": not a regular file (" .. (kind == "other" and "special file" or kind) .. ")")
+  end
   local f, oerr = io_open(path, "rb")
   if not f then
     return nil, file_error(path, "unreadable", "cannot open image: " .. tostring(oerr))
@@ -187,14 +196,18 @@ function M.image_file(path, opts)
       :format(path, size, max))
   end
   f:seek("set", 0)
-  local bytes, rerr = f:read("*a")
+  -- never more than max_bytes + 1 bytes, whatever seek said
+  local want = max >= 0 and floor(max) + 1 or 1
+  local bytes, rerr
+  if want > 2 ^ 52 then bytes, rerr = f:read("*a") else bytes, rerr = f:read(want) end
   f:close()
+  if bytes == nil and rerr == nil then bytes = "" end   -- an empty file
   if not bytes then
     return nil, file_error(path, "unreadable", "cannot read image " .. path .. ": " .. tostring(rerr))
   end
   if #bytes > max then
-    return nil, file_error(path, "too_large", ("image %s is %d bytes, more than max_bytes (%d)")
-      :format(path, #bytes, max))
+    return nil, file_error(path, "too_large", ("image %s is more than max_bytes (%d)")
+      :format(path, max))
   end
   local mime = M.image_type(bytes)
   if not mime then

@@ -174,6 +174,9 @@ end
 
 ---@class oai.ngx.Request
 local Request = {}
+-- request -> its head (which holds the Authorization header): kept beside the
+-- request, never in it, so a dumped request or stream shows no key
+local heads = setmetatable({}, { __mode = "k" })
 Request.__index = Request
 M.Request = Request
 
@@ -232,7 +235,7 @@ function M.request(spec)
     lines[#lines + 1] = "Content-Length: " .. (body and #body or 0) .. "\r\n"
   end
   lines[#lines + 1] = "\r\n"
-  self.head = concat(lines)
+  heads[self] = concat(lines)
   self.no_body = method == "HEAD"
   return self
 end
@@ -363,7 +366,8 @@ local function open(self)
   end
   self.t_connect = self.t_connect or (monotime() - self.t_start)
   self.num_connects = (self.num_connects or 0) + (self.reused and 0 or 1)
-  local bytes, serr = sock:send(self.body_s and { self.head, self.body_s } or self.head)
+  local head = heads[self]
+  local bytes, serr = sock:send(self.body_s and { head, self.body_s } or head)
   if not bytes then
     if self.reused and self.stale_retries < MAX_STALE_RETRIES then
       self.stale_retries = self.stale_retries + 1

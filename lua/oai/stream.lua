@@ -363,16 +363,23 @@ Stream.__gc = function(s)
   if req and not s.finished then pcall(req.cancel, req) end
 end
 
+-- stream -> the API key its errors mask: kept beside the stream, never in
+-- it (dumping or serialising a stream must not reveal the key)
+local keys = setmetatable({}, { __mode = "k" })
+
 ---@param req userdata|table the transport request
----@param ctx? table
+---@param ctx? table (ctx.key is taken out of ctx and kept aside)
 ---@return oai.Stream
 function M.new(req, ctx)
+  local key = ctx and ctx.key
+  if key ~= nil then ctx.key = nil end
   local s = setmetatable({
     _req = req, _out = {}, _ri = 1, _rn = 0, _flags = 0,
     acc = M.accumulator(), finished = false, ctx = ctx or {},
     grace = ctx and ctx.grace or 2,
     T = ctx and ctx.transport or { wait = loop.wait, forget = loop.forget },
   }, Stream)
+  keys[s] = key
   guard(s, req)
   return s
 end
@@ -388,11 +395,9 @@ function M.failed(err, ctx)
 end
 
 local function stream_error(s, fields)
-  local key = s.ctx.key
-  local err = errors.new(fields, key)
-  err.partial = s.acc:completion()
-  err.request_id = err.request_id or s.ctx.request_id
-  return err
+  fields.partial = s.acc:completion()   -- masked with the rest
+  fields.request_id = fields.request_id or s.ctx.request_id
+  return errors.new(fields, keys[s])
 end
 
 -- end the stream; err nil means success

@@ -326,6 +326,45 @@ function PROBES.bad_header(client, p)
   return { raised = not ok, message = tostring(err) }
 end
 
+-- client:get(p.url, p.call): {content?, err?}
+function PROBES.get(client, p)
+  local doc, err = client:get(p.url, p.call)
+  return { ok = doc ~= nil, err = err_table(err) }
+end
+
+-- the path of the first string holding needle in a table reachable from v
+-- (keys and values; metatables skipped), or nil
+local function find_in(v, needle, path, seen)
+  path, seen = path or "root", seen or {}
+  if type(v) == "string" then return v:find(needle, 1, true) and path or nil end
+  if type(v) ~= "table" or seen[v] then return nil end
+  seen[v] = true
+  for k, x in pairs(v) do
+    local found = find_in(k, needle, path .. "[key]", seen) or find_in(x, needle, path .. "." .. tostring(k), seen)
+    if found then return found end
+  end
+  return nil
+end
+
+-- chat, a stream, then p.chat_call's and p.stream_call's scripted failures:
+-- where the key shows up (the failed stream itself holds the echoing content)
+function PROBES.secrets(client, p)
+  local key = p.key
+  local req = { model = "test-model", messages = { { role = "user", content = "s" } } }
+  local res = client:chat(req)
+  local s = client:stream(req)
+  local sres = s and s:result()
+  local _, cerr = client:chat(req, p.chat_call)
+  local fs = client:stream(req, p.stream_call)
+  local _, serr = fs:result()
+  return { chat = content_of(res), stream = content_of(sres),
+           in_client = find_in(client, key) or false, in_stream = find_in(s, key) or false,
+           in_chat_err = find_in(cerr, key) or false, in_stream_err = find_in(serr, key) or false,
+           chat_err = cerr and { message = cerr.message, code = cerr.code, error_message = cerr.error and cerr.error.message },
+           stream_err = serr and { message = serr.message, code = serr.code,
+             error_message = serr.error and serr.error.message, partial = content_of(serr.partial) } }
+end
+
 -- POST /probe  {mode=, base="http"|"tls"|url, client={...}, request={...}, call={...}}
 function M.probe()
   ngx.req.read_body()
