@@ -331,6 +331,12 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.equal("protocol", r.err.kind)
     end)
 
+    it("max_body_bytes on a stream answered with a plain body: BODY_TOO_LARGE, protocol as on chat", function()
+      local r = stream({ ["x-test-body-bytes"] = "200000" }, { max_body_bytes = 100000 })
+      assert.equal("BODY_TOO_LARGE", r.err.name)
+      assert.equal("protocol", r.err.kind)
+    end)
+
     it("a large body arrives whole", function()
       local r = chat({ ["x-test-body-bytes"] = "300000" })
       assert.is_nil(r.err)

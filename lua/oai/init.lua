@@ -163,11 +163,6 @@ end
 
 ---------------------------------------------------------------- errors
 
-local TRANSPORT_KIND = {
-  OPERATION_TIMEDOUT = "timeout",
-  CANCELED = "canceled",
-  BODY_TOO_LARGE = "protocol",
-}
 local RETRYABLE_TRANSPORT = {
   COULDNT_CONNECT = true, COULDNT_RESOLVE_HOST = true, COULDNT_RESOLVE_PROXY = true,
   GOT_NOTHING = true, SEND_ERROR = true, RECV_ERROR = true, PARTIAL_FILE = true,
@@ -248,7 +243,7 @@ end
 
 local function transport_error(name, message, key)
   return errors.new({
-    kind = TRANSPORT_KIND[name] or "network",
+    kind = errors.transport_kind(name),
     name = name,
     message = message,
   }, key)

@@ -457,8 +457,7 @@ function Stream:_fill()
         self.T.wait(req)
       else
         if ok then self:_plain_body()
-        else self:_finish(stream_error(self, { kind = name == "OPERATION_TIMEDOUT" and "timeout" or
-          name == "CANCELED" and "canceled" or "network", name = name, message = msg })) end
+        else self:_finish(stream_error(self, { kind = errors.transport_kind(name), name = name, message = msg })) end
         self._ended = true
         return self._ri <= self._rn
       end
@@ -478,10 +477,7 @@ function Stream:_fill()
       if done then
         self._ended = true
         if not ok then
-          local kind = name == "OPERATION_TIMEDOUT" and "timeout"
-            or name == "CANCELED" and "canceled"
-            or name == "BODY_TOO_LARGE" and "protocol" or "network"
-          self:_finish(stream_error(self, { kind = kind, name = name, message = msg }))
+          self:_finish(stream_error(self, { kind = errors.transport_kind(name), name = name, message = msg }))
         elseif req:pending() then
           -- the one unterminated event accepted: a final "data: [DONE]"
           local n2 = req:read_records(self._out, self._flags, true)
