@@ -192,6 +192,19 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.equal("canceled", r.err.kind)
     end)
 
+    it("stream:cancel ends text() at once; err.partial is what was delivered", function()
+      -- hundreds of events in one burst: decoded and buffered when cancel() comes
+      local ev = {}
+      for i = 1, 300 do ev[i] = 'data: {"choices":[{"index":0,"delta":{"content":"p' .. i .. ' "}}]}\n\n' end
+      ev[#ev + 1] = 'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+      srv:script("ngx-burst", { { send = table.concat(ev) } })
+      local r = probe { mode = "cancel", after = 1, call = { headers = { ["x-test-script"] = "ngx-burst" } },
+        request = { model = "test-model", messages = { { role = "user", content = "x" } } } }
+      assert.same({ "p1 " }, r.deltas)
+      assert.equal("canceled", r.err.kind)
+      assert.equal("p1 ", r.err.partial)
+    end)
+
     it("survives the finalizers of finished and dropped streams", function()
       for _ = 1, 3 do
         local r = probe { mode = "gc", n = 30 }

@@ -312,6 +312,55 @@ describe("streaming", function()
     end)
   end)
 
+  describe("cancel ends what was delivered", function()
+    -- a burst: hundreds of events decoded in one read, still buffered at cancel()
+    local burst = {}
+    for i = 1, 300 do burst[i] = data(chunk({ delta({ content = "p" .. i .. " " }) })) end
+    burst[#burst + 1] = data(chunk({ delta({}, "stop") }))
+    burst[#burst + 1] = "data: [DONE]\n\n"
+
+    local function content(c) return c.choices[1] and c.choices[1].message.content end
+
+    it("text() ends at cancel(); err.partial and partial() hold exactly what was delivered", function()
+      both(burst, function(s)
+        local got = {}
+        for t in s:text() do
+          got[#got + 1] = t
+          if #got == 1 then s:cancel() end
+        end
+        assert.same({ "p1 " }, got)
+        local res, err = s:result()
+        assert.is_nil(res)
+        assert.equal("canceled", err.kind)
+        assert.equal("p1 ", content(err.partial))
+        assert.equal("p1 ", content(s:partial()))
+      end)
+    end)
+
+    it("events() and chunks() end at cancel() too", function()
+      both(burst, function(s)
+        local got = {}
+        for ev in s:events() do
+          if ev.type == "content" then got[#got + 1] = ev.text end
+          if #got == 2 then s:cancel() end
+        end
+        assert.same({ "p1 ", "p2 " }, got)
+        assert.equal("p1 p2 ", content(select(2, s:result()).partial))
+      end)
+      both(burst, function(s)
+        local n = 0
+        for _ in s:chunks() do
+          n = n + 1
+          if n == 3 then s:cancel() end
+        end
+        assert.equal(3, n)
+        local _, err = s:result()
+        assert.equal("canceled", err.kind)
+        assert.equal(content(err.partial), content(s:partial()))
+      end)
+    end)
+  end)
+
   describe("stream_options", function()
     it("retries once without stream_options when refused, and remembers", function()
       local c = oai.new { base_url = srv.url .. "/", stream_usage = true }

@@ -395,11 +395,14 @@ local function stream_error(s, fields)
   return err
 end
 
--- end the stream; err nil means success
+-- end the stream; err nil means success.  Records decoded but not yet
+-- handed out are dropped: after cancel() the iterators end at once, and
+-- partial() / err.partial hold exactly what was delivered.
 function Stream:_finish(err)
   if self.finished then return end
   self.finished = true
   self.err = err
+  self._ri, self._rn, self._saved = 1, 0, nil
   local req = self._req
   if req then
     if not req:result() then req:cancel() end
