@@ -25,6 +25,7 @@ build = {
     ["oai"] = "lua/oai/init.lua",
     ["oai.conversation"] = "lua/oai/conversation.lua",
     ["oai.errors"] = "lua/oai/errors.lua",
+    ["oai.handle"] = "lua/oai/handle.lua",
     ["oai.loop"] = "lua/oai/loop.lua",
     ["oai.messages"] = "lua/oai/messages.lua",
     ["oai.ngx"] = "lua/oai/ngx.lua",

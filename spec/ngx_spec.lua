@@ -481,6 +481,36 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.is_true(r.wait_after_cancel < 0.5, "result() took " .. r.wait_after_cancel)
     end)
 
+    it("the handle of a callback stream: status, tostring, partial; its iterators raise", function()
+      local r = probe { mode = "handle", call = { headers = { ["x-test-chunks"] = "3", ["x-test-chunk-delay-ms"] = "10" } },
+        request = { model = "test-model", messages = { { role = "user", content = "x" } } } }
+      if needs_transport_tasks(r) then return end
+      assert.equal("connecting", r.first)
+      assert.equal("oai.stream (connecting)", r.first_text)
+      local msg = "callbacks already consume this stream; use on_text or call client:stream without callbacks"
+      assert.matches(msg, r.text_raises, 1, true)
+      assert.matches(msg, r.events_raises, 1, true)
+      assert.same({ "streaming w1 ", "streaming w1 w2 ", "streaming w1 w2 w3" }, r.seen)
+      assert.equal("w1 w2 w3", r.content)
+      assert.equal("done", r.last)
+      assert.equal("oai.stream (done)", r.last_text)
+      assert.equal("w1 w2 w3", r.partial)
+    end)
+
+    it("a raising on_text closes the transfer at once; the error goes to on_error", function()
+      local r = probe { mode = "callbacks_raise",
+        call = { headers = { ["x-test-chunks"] = "100", ["x-test-chunk-delay-ms"] = "20" } },
+        request = { model = "test-model", messages = { { role = "user", content = "x" } } } }
+      if needs_transport_tasks(r) then return end
+      assert.equal("boom in on_text", r.on_error)
+      assert.equal("failed", r.status)
+      assert.equal("canceled", r.err.kind)
+      assert.matches("boom in on_text", r.err.message, 1, true)
+      assert.equal("w1 w2 ", r.err.partial)
+      -- not the rest of the 100 deltas, 20 ms apart
+      assert.is_true(r.elapsed < 0.5, "result() took " .. r.elapsed)
+    end)
+
     it("oai.tools with parallel handlers", function()
       local body, status = get(nginx.url, "/tools?parallel=1&q=weather+in+Lima")
       if status ~= 200 and body:find("called inside nginx", 1, true) then

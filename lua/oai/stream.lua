@@ -725,15 +725,31 @@ function Stream:partial()
   return self.acc:completion()
 end
 
---- Stop the transfer now; result() then returns nil, err (kind "canceled").
+-- end the stream now with a "canceled" error saying why
+function Stream:_abort(message)
+  if self.finished then return end
+  self:_finish(stream_error(self, { kind = "canceled", message = message }))
+end
+
+--- Stop the transfer now; the iterators end at once, result() then returns
+--- nil, err (kind "canceled") whose err.partial is what was handed out.
 ---@return nil
 function Stream:cancel()
-  if self.finished then return end
-  self:_finish(stream_error(self, { kind = "canceled", message = "stream canceled" }))
+  return self:_abort("stream canceled")
+end
+
+--- "streaming" until the end was read, then "done", "failed" or "canceled".
+---@return string status
+function Stream:status()
+  if not self.finished then return "streaming" end
+  local err = self.err
+  if err == nil then return "done" end
+  if err.kind == "canceled" then return "canceled" end
+  return "failed"
 end
 
 function Stream:__tostring()
-  return "oai.stream (" .. (self.finished and (self.err and "failed" or "done") or "open") .. ")"
+  return "oai.stream (" .. self:status() .. ")"
 end
 
 return M
