@@ -72,6 +72,19 @@ describe("streaming", function()
       assert.equal("text/event-stream", srv:last_request().headers.accept)
     end)
 
+    it("has a status: streaming until the end was read, then done or failed", function()
+      local s = assert(client:stream { model = "test-model", messages = { user("st") } })
+      assert.equal("streaming", s:status())
+      assert.equal("oai.stream (streaming)", tostring(s))
+      assert.truthy(s:result())
+      assert.equal("done", s:status())
+      assert.equal("oai.stream (done)", tostring(s))
+      s = assert(client:stream({ model = "m", messages = { user("x") } },
+        { headers = { ["x-test-drop"] = "mid-stream" } }))
+      s:result()
+      assert.equal("failed", s:status())
+    end)
+
     it("accumulates the same completion as the non-streamed call", function()
       local plain = assert(client:chat { model = "test-model", messages = { user("same") } })
       local s = assert(client:stream { model = "test-model", messages = { user("same") } })
@@ -329,6 +342,8 @@ describe("streaming", function()
           if #got == 1 then s:cancel() end
         end
         assert.same({ "p1 " }, got)
+        assert.equal("canceled", s:status())
+        assert.equal("oai.stream (canceled)", tostring(s))
         local res, err = s:result()
         assert.is_nil(res)
         assert.equal("canceled", err.kind)

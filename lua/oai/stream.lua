@@ -377,16 +377,6 @@ function M.new(req, ctx)
   return s
 end
 
----@param err? oai.Error
----@param ctx? table
----@return oai.Stream
-function M.failed(err, ctx)
-  local s = M.new(nil, ctx)
-  s.finished = true
-  s.err = err
-  return s
-end
-
 local function stream_error(s, fields)
   local key = s.ctx.key
   local err = errors.new(fields, key)
