@@ -29,6 +29,7 @@ build = {
     ["oai"] = "lua/oai/init.lua",
     ["oai.conversation"] = "lua/oai/conversation.lua",
     ["oai.errors"] = "lua/oai/errors.lua",
+    ["oai.handle"] = "lua/oai/handle.lua",
     ["oai.loop"] = "lua/oai/loop.lua",
     ["oai.messages"] = "lua/oai/messages.lua",
     ["oai.native"] = "lua/oai/native.lua",

@@ -27,6 +27,7 @@ local function api_names()
   public(oai.json, "oai.json", ".", names)
   public(oai.Client, "client", ":", names)
   public(require("oai.stream").Stream, "stream", ":", names)
+  public(require("oai.handle").Handle, "handle", ":", names)
   local task = oai.spawn(function() end)
   oai.run()
   public(getmetatable(task).__index, "task", ":", names)
@@ -70,7 +71,7 @@ describe("docs/API.md", function()
 end)
 
 describe("LuaCATS annotations", function()
-  local files = { "init", "stream", "loop", "uv", "ngx", "errors", "messages", "conversation", "tools", "parse", "schema" }
+  local files = { "init", "stream", "handle", "loop", "uv", "ngx", "errors", "messages", "conversation", "tools", "parse", "schema" }
   it("annotate every public Lua function", function()
     local missing = {}
     for _, f in ipairs(files) do

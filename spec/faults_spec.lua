@@ -196,6 +196,12 @@ describe("fault matrix", function()
       assert.equal("ok", err.partial.choices[1].message.content)
     end)
 
+    it("an oversized plain (non-SSE) body -> protocol (BODY_TOO_LARGE), as on chat", function()
+      local _, err = run("stream", { max_body_bytes = 100000, headers = { ["x-test-body-bytes"] = "200000" } })
+      check(err, "protocol")
+      assert.equal("BODY_TOO_LARGE", err.name)
+    end)
+
     it("in-stream error -> api, partial kept", function()
       local _, err = run("stream", { headers = script({ { send = 'data: {"choices":[{"index":0,"delta":{"content":"ok"}}]}\n\ndata: {"error":{"message":"upstream failed","code":"e"}}\n\n' } }) })
       check(err, "api")

@@ -220,6 +220,19 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.equal("canceled", r.err.kind)
     end)
 
+    it("stream:cancel ends text() at once; err.partial is what was delivered", function()
+      -- hundreds of events in one burst: decoded and buffered when cancel() comes
+      local ev = {}
+      for i = 1, 300 do ev[i] = 'data: {"choices":[{"index":0,"delta":{"content":"p' .. i .. ' "}}]}\n\n' end
+      ev[#ev + 1] = 'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+      srv:script("ngx-burst", { { send = table.concat(ev) } })
+      local r = probe { mode = "cancel", after = 1, call = { headers = { ["x-test-script"] = "ngx-burst" } },
+        request = { model = "test-model", messages = { { role = "user", content = "x" } } } }
+      assert.same({ "p1 " }, r.deltas)
+      assert.equal("canceled", r.err.kind)
+      assert.equal("p1 ", r.err.partial)
+    end)
+
     it("survives the finalizers of finished and dropped streams", function()
       for _ = 1, 3 do
         local r = probe { mode = "gc", n = 30 }
@@ -407,6 +420,12 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.equal("protocol", r.err.kind)
     end)
 
+    it("max_body_bytes on a stream answered with a plain body: BODY_TOO_LARGE, protocol as on chat", function()
+      local r = stream({ ["x-test-body-bytes"] = "200000" }, { max_body_bytes = 100000 })
+      assert.equal("BODY_TOO_LARGE", r.err.name)
+      assert.equal("protocol", r.err.kind)
+    end)
+
     it("a large body arrives whole", function()
       local r = chat({ ["x-test-body-bytes"] = "300000" })
       assert.is_nil(r.err)
@@ -528,6 +547,36 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.is_true(#r.deltas >= 2 and #r.deltas < 100, #r.deltas .. " deltas")
       -- the reading thread notices at its next read: the next delta, 20 ms later
       assert.is_true(r.wait_after_cancel < 0.5, "result() took " .. r.wait_after_cancel)
+    end)
+
+    it("the handle of a callback stream: status, tostring, partial; its iterators raise", function()
+      local r = probe { mode = "handle", call = { headers = { ["x-test-chunks"] = "3", ["x-test-chunk-delay-ms"] = "10" } },
+        request = { model = "test-model", messages = { { role = "user", content = "x" } } } }
+      if needs_transport_tasks(r) then return end
+      assert.equal("connecting", r.first)
+      assert.equal("oai.stream (connecting)", r.first_text)
+      local msg = "callbacks already consume this stream; use on_text or call client:stream without callbacks"
+      assert.matches(msg, r.text_raises, 1, true)
+      assert.matches(msg, r.events_raises, 1, true)
+      assert.same({ "streaming w1 ", "streaming w1 w2 ", "streaming w1 w2 w3" }, r.seen)
+      assert.equal("w1 w2 w3", r.content)
+      assert.equal("done", r.last)
+      assert.equal("oai.stream (done)", r.last_text)
+      assert.equal("w1 w2 w3", r.partial)
+    end)
+
+    it("a raising on_text closes the transfer at once; the error goes to on_error", function()
+      local r = probe { mode = "callbacks_raise",
+        call = { headers = { ["x-test-chunks"] = "100", ["x-test-chunk-delay-ms"] = "20" } },
+        request = { model = "test-model", messages = { { role = "user", content = "x" } } } }
+      if needs_transport_tasks(r) then return end
+      assert.equal("boom in on_text", r.on_error)
+      assert.equal("failed", r.status)
+      assert.equal("canceled", r.err.kind)
+      assert.matches("boom in on_text", r.err.message, 1, true)
+      assert.equal("w1 w2 ", r.err.partial)
+      -- not the rest of the 100 deltas, 20 ms apart
+      assert.is_true(r.elapsed < 0.5, "result() took " .. r.elapsed)
     end)
 
     it("oai.tools with parallel handlers", function()

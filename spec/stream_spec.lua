@@ -72,6 +72,19 @@ describe("streaming", function()
       assert.equal("text/event-stream", srv:last_request().headers.accept)
     end)
 
+    it("has a status: streaming until the end was read, then done or failed", function()
+      local s = assert(client:stream { model = "test-model", messages = { user("st") } })
+      assert.equal("streaming", s:status())
+      assert.equal("oai.stream (streaming)", tostring(s))
+      assert.truthy(s:result())
+      assert.equal("done", s:status())
+      assert.equal("oai.stream (done)", tostring(s))
+      s = assert(client:stream({ model = "m", messages = { user("x") } },
+        { headers = { ["x-test-drop"] = "mid-stream" } }))
+      s:result()
+      assert.equal("failed", s:status())
+    end)
+
     it("accumulates the same completion as the non-streamed call", function()
       local plain = assert(client:chat { model = "test-model", messages = { user("same") } })
       local s = assert(client:stream { model = "test-model", messages = { user("same") } })
@@ -309,6 +322,150 @@ describe("streaming", function()
       assert.equal(0, require("oai.loop").stats().transfers)
       -- and the client still works
       assert.truthy(client:chat { model = "m", messages = { user("after") } })
+    end)
+  end)
+
+  describe("cancel ends what was delivered", function()
+    -- a burst: hundreds of events decoded in one read, still buffered at cancel()
+    local burst = {}
+    for i = 1, 300 do burst[i] = data(chunk({ delta({ content = "p" .. i .. " " }) })) end
+    burst[#burst + 1] = data(chunk({ delta({}, "stop") }))
+    burst[#burst + 1] = "data: [DONE]\n\n"
+
+    local function content(c) return c.choices[1] and c.choices[1].message.content end
+
+    it("text() ends at cancel(); err.partial and partial() hold exactly what was delivered", function()
+      both(burst, function(s)
+        local got = {}
+        for t in s:text() do
+          got[#got + 1] = t
+          if #got == 1 then s:cancel() end
+        end
+        assert.same({ "p1 " }, got)
+        assert.equal("canceled", s:status())
+        assert.equal("oai.stream (canceled)", tostring(s))
+        local res, err = s:result()
+        assert.is_nil(res)
+        assert.equal("canceled", err.kind)
+        assert.equal("p1 ", content(err.partial))
+        assert.equal("p1 ", content(s:partial()))
+      end)
+    end)
+
+    it("events() and chunks() end at cancel() too", function()
+      both(burst, function(s)
+        local got = {}
+        for ev in s:events() do
+          if ev.type == "content" then got[#got + 1] = ev.text end
+          if #got == 2 then s:cancel() end
+        end
+        assert.same({ "p1 ", "p2 " }, got)
+        assert.equal("p1 p2 ", content(select(2, s:result()).partial))
+      end)
+      both(burst, function(s)
+        local n = 0
+        for _ in s:chunks() do
+          n = n + 1
+          if n == 3 then s:cancel() end
+        end
+        assert.equal(3, n)
+        local _, err = s:result()
+        assert.equal("canceled", err.kind)
+        assert.equal(content(err.partial), content(s:partial()))
+      end)
+    end)
+  end)
+
+  describe("the handle of a callback stream", function()
+    local req = { model = "m", messages = { user("one two") } }
+    local function content(c) return c and c.choices[1] and c.choices[1].message.content end
+
+    it("has a status, a tostring, partial() and result() that follow the stream", function()
+      local seen = {}
+      local h
+      h = client:stream(req, {
+        headers = { ["x-test-chunks"] = "4", ["x-test-chunk-delay-ms"] = "10" },
+        on_text = function(t)
+          seen[#seen + 1] = { h:status(), tostring(h), content(h:partial()) }
+        end,
+      })
+      assert.equal("connecting", h:status())
+      assert.equal("oai.stream (connecting)", tostring(h))
+      assert.equal(null, content(h:partial()) or null)
+      oai.run()
+      assert.equal(4, #seen)
+      assert.same({ "streaming", "oai.stream (streaming)", "w1 " }, seen[1])
+      assert.same({ "streaming", "oai.stream (streaming)", "w1 w2 w3 w4" }, seen[4])
+      assert.equal("done", h:status())
+      assert.equal("oai.stream (done)", tostring(h))
+      assert.equal("w1 w2 w3 w4", content(h:partial()))
+      assert.equal("w1 w2 w3 w4", content(assert(h:result())))
+    end)
+
+    it("raises a clear error from text(), events() and chunks(), and leaves the stream alone", function()
+      local h = client:stream(req, { on_text = function() end })
+      local msg = "callbacks already consume this stream; use on_text or call client:stream without callbacks"
+      for _, m in ipairs({ "text", "events", "chunks" }) do
+        assert.has_error(function() h[m](h) end, msg)
+      end
+      oai.run()
+      assert.equal("done", h:status())
+      assert.equal("Hello! You said: one two", content(h:result()))
+    end)
+
+    it("reports failed and canceled", function()
+      local f = client:stream(req, { headers = { ["x-test-status"] = "401" }, on_text = function() end })
+      local c = client:stream(req, { headers = { ["x-test-chunks"] = "50", ["x-test-chunk-delay-ms"] = "20" },
+        on_text = function() end })
+      oai.spawn(function() oai.sleep(0.15); c:cancel() end)
+      oai.run()
+      assert.equal("failed", f:status())
+      assert.equal("oai.stream (failed)", tostring(f))
+      assert.equal(401, select(2, f:result()).status)
+      assert.equal("canceled", c:status())
+      assert.equal("oai.stream (canceled)", tostring(c))
+      local _, err = c:result()
+      assert.equal("canceled", err.kind)
+      assert.truthy(#content(c:partial()) > 0)
+      assert.equal(content(err.partial), content(c:partial()))
+    end)
+
+    it("is canceled when cancel() comes before the response headers", function()
+      local h = client:stream(req, { headers = { ["x-test-delay-ms"] = "100" }, on_text = function() end })
+      h:cancel()
+      assert.equal("canceled", h:status())
+      oai.run()
+      assert.equal("canceled", h:status())
+      assert.equal("canceled", select(2, h:result()).kind)
+    end)
+
+    it("closes the transfer at once when a callback raises, then lets the error propagate", function()
+      if _VERSION == "Lua 5.1" and type(jit) ~= "table" then
+        return pending("PUC Lua 5.1 cannot yield across pcall: the transfer is released when the stream is collected")
+      end
+      local loop = require "oai.loop"
+      local h, during
+      h = client:stream(req, { headers = { ["x-test-chunks"] = "100", ["x-test-chunk-delay-ms"] = "20" },
+        on_text = function(t) if t == "w2 " then error("boom in on_text", 0) end end })
+      local ok, e = pcall(oai.run)
+      assert.is_false(ok)
+      assert.matches("boom in on_text", e, 1, true)
+      -- no collectgarbage(): the transfer is gone because the stream was closed
+      during = loop.stats().transfers
+      assert.equal(0, during)
+      assert.equal("failed", h:status())
+      local _, err = h:result()
+      assert.equal("canceled", err.kind)
+      assert.matches("boom in on_text", err.message, 1, true)
+      assert.equal("w1 w2 ", content(err.partial))
+      -- with on_error: it gets the error as raised
+      local got
+      h = client:stream(req, { headers = { ["x-test-chunks"] = "100", ["x-test-chunk-delay-ms"] = "20" },
+        on_error = function(err) got = err end,
+        on_text = function() error("boom again", 0) end })
+      oai.run()
+      assert.equal("boom again", got)
+      assert.equal(0, loop.stats().transfers)
     end)
   end)
 

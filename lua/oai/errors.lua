@@ -128,6 +128,23 @@ function M.fail(err)
   return nil, tostring(err), err
 end
 
+-- transport failure name -> kind; every other name is "network".  The one
+-- mapping for both transports, chat and streams (plain and event-stream
+-- bodies alike).
+local TRANSPORT_KIND = {
+  OPERATION_TIMEDOUT = "timeout",
+  CANCELED = "canceled",
+  BODY_TOO_LARGE = "protocol",
+}
+
+--- The error kind of a transport failure name (libcurl's, or BODY_TOO_LARGE,
+--- CANCELED, ... from the transports).
+---@param name? string
+---@return string kind
+function M.transport_kind(name)
+  return TRANSPORT_KIND[name] or "network"
+end
+
 ---@param v any
 ---@return boolean
 function M.is(v)

@@ -7,6 +7,7 @@ local loop = require "oai.loop"
 local errors = require "oai.errors"
 local fail = errors.fail
 local stream_mod = require "oai.stream"
+local handle_mod = require "oai.handle"
 
 local json_encode, json_decode = core.json_encode, core.json_decode
 local monotime = core.monotime
@@ -175,11 +176,6 @@ end
 
 ---------------------------------------------------------------- errors
 
-local TRANSPORT_KIND = {
-  OPERATION_TIMEDOUT = "timeout",
-  CANCELED = "canceled",
-  BODY_TOO_LARGE = "protocol",
-}
 local RETRYABLE_TRANSPORT = {
   COULDNT_CONNECT = true, COULDNT_RESOLVE_HOST = true, COULDNT_RESOLVE_PROXY = true,
   GOT_NOTHING = true, SEND_ERROR = true, RECV_ERROR = true, PARTIAL_FILE = true,
@@ -260,7 +256,7 @@ end
 
 local function transport_error(name, message, key)
   return errors.new({
-    kind = TRANSPORT_KIND[name] or "network",
+    kind = errors.transport_kind(name),
     name = name,
     message = message,
   }, key)
@@ -552,14 +548,6 @@ local function refuses_stream_options(err)
   return text:find("stream_options", 1, true) ~= nil
 end
 
-local CALLBACKS = { "on_text", "on_reasoning", "on_tool_call", "on_event", "on_done", "on_chunk" }
-
-local function has_callbacks(opts)
-  if not opts then return false end
-  for _, k in ipairs(CALLBACKS) do if opts[k] ~= nil then return true end end
-  return false
-end
-
 -- the body of a streamed request: a copy with stream = true (and
 -- stream_options when usage is wanted and the server takes it)
 local function stream_body(self, request, opts)
@@ -601,75 +589,24 @@ local function open_stream(self, body, json, added_usage, base, o, opts)
   })
 end
 
--- (while loops, not generic for: Lua 5.1 cannot yield inside a for iterator)
-local function drive_callbacks(s, opts)
-  local on_text, on_reasoning, on_tool, on_event = opts.on_text, opts.on_reasoning, opts.on_tool_call, opts.on_event
-  if on_event or on_reasoning or on_tool then
-    local next_event = s:events()
-    while true do
-      local ev = next_event()
-      if ev == nil then break end
-      if on_event then on_event(ev) end
-      local t = ev.type
-      if t == "content" then
-        if on_text then on_text(ev.text, ev) end
-      elseif t == "reasoning" then
-        if on_reasoning then on_reasoning(ev.text, ev) end
-      elseif t == "tool_call" then
-        if on_tool then on_tool(ev) end
-      end
-    end
-  elseif on_text then
-    local next_text = s:text()
-    while true do
-      local text = next_text()
-      if text == nil then break end
-      on_text(text)
-    end
-  end
-  local res, _, err = s:result()
-  if opts.on_done then opts.on_done(res, err) end
-end
-
 --- POST /chat/completions with stream = true.  Returns once the response
 --- headers are in (HTTP errors come back as nil, err after the retries).
 --- With callbacks (on_text, on_reasoning, on_tool_call, on_event, on_done)
---- it returns the stream at once and drives it from a task.
+--- it returns a handle at once (oai.handle: status, partial, result,
+--- cancel) and a task opens the stream and feeds the callbacks.
 ---@param request table
 ---@param opts? table per-call options and callbacks
----@return oai.Stream? stream
+---@return oai.Stream|oai.StreamHandle|nil stream
 ---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Client:stream(request, opts)
   if type(request) ~= "table" then error("client:stream: request must be a table", 2) end
   local body, added_usage, base, o = stream_body(self, request, opts)
   local json = encode(body, 2)   -- unencodable requests raise here, in the caller
-  if has_callbacks(opts) then
-    local proxy = stream_mod.failed(nil, {})
-    proxy.finished = false
-    local task = oai.spawn({ on_error = opts.on_error }, function()
-      local s, _, err = open_stream(self, body, json, added_usage, base, o, opts)
-      if not s then
-        proxy.finished = true
-        proxy.err = err
-        if opts.on_done then opts.on_done(nil, err) end
-        return
-      end
-      proxy._real = s
-      if proxy._cancel then s:cancel() end
-      drive_callbacks(s, opts)
-    end)
-    proxy.task = task
-    proxy.cancel = function(p)
-      p._cancel = true
-      if p._real then p._real:cancel() end
-    end
-    proxy.result = function(p)
-      task:wait()
-      if p._real then return p._real:result() end
-      return fail(p.err)
-    end
-    return proxy
+  if handle_mod.has_callbacks(opts) then
+    return handle_mod.start(function()
+      return open_stream(self, body, json, added_usage, base, o, opts)
+    end, opts, oai.spawn)
   end
   return open_stream(self, body, json, added_usage, base, o, opts)
 end

@@ -385,27 +385,20 @@ function M.new(req, ctx)
   return s
 end
 
----@param err? oai.Error
----@param ctx? table
----@return oai.Stream
-function M.failed(err, ctx)
-  local s = M.new(nil, ctx)
-  s.finished = true
-  s.err = err
-  return s
-end
-
 local function stream_error(s, fields)
   fields.partial = s.acc:completion()   -- masked with the rest
   fields.request_id = fields.request_id or s.ctx.request_id
   return errors.new(fields, keys[s])
 end
 
--- end the stream; err nil means success
+-- end the stream; err nil means success.  Records decoded but not yet
+-- handed out are dropped: after cancel() the iterators end at once, and
+-- partial() / err.partial hold exactly what was delivered.
 function Stream:_finish(err)
   if self.finished then return end
   self.finished = true
   self.err = err
+  self._ri, self._rn, self._saved = 1, 0, nil
   local req = self._req
   if req then
     if not req:result() then req:cancel() end
@@ -463,8 +456,7 @@ function Stream:_fill()
         self.T.wait(req)
       else
         if ok then self:_plain_body()
-        else self:_finish(stream_error(self, { kind = name == "OPERATION_TIMEDOUT" and "timeout" or
-          name == "CANCELED" and "canceled" or "network", name = name, message = msg })) end
+        else self:_finish(stream_error(self, { kind = errors.transport_kind(name), name = name, message = msg })) end
         self._ended = true
         return self._ri <= self._rn
       end
@@ -484,10 +476,7 @@ function Stream:_fill()
       if done then
         self._ended = true
         if not ok then
-          local kind = name == "OPERATION_TIMEDOUT" and "timeout"
-            or name == "CANCELED" and "canceled"
-            or name == "BODY_TOO_LARGE" and "protocol" or "network"
-          self:_finish(stream_error(self, { kind = kind, name = name, message = msg }))
+          self:_finish(stream_error(self, { kind = errors.transport_kind(name), name = name, message = msg }))
         elseif req:pending() then
           -- the one unterminated event accepted: a final "data: [DONE]"
           local n2 = req:read_records(self._out, self._flags, true)
@@ -733,15 +722,31 @@ function Stream:partial()
   return self.acc:completion()
 end
 
---- Stop the transfer now; result() then returns nil, err (kind "canceled").
+-- end the stream now with a "canceled" error saying why
+function Stream:_abort(message)
+  if self.finished then return end
+  self:_finish(stream_error(self, { kind = "canceled", message = message }))
+end
+
+--- Stop the transfer now; the iterators end at once, result() then returns
+--- nil, err (kind "canceled") whose err.partial is what was handed out.
 ---@return nil
 function Stream:cancel()
-  if self.finished then return end
-  self:_finish(stream_error(self, { kind = "canceled", message = "stream canceled" }))
+  return self:_abort("stream canceled")
+end
+
+--- "streaming" until the end was read, then "done", "failed" or "canceled".
+---@return string status
+function Stream:status()
+  if not self.finished then return "streaming" end
+  local err = self.err
+  if err == nil then return "done" end
+  if err.kind == "canceled" then return "canceled" end
+  return "failed"
 end
 
 function Stream:__tostring()
-  return "oai.stream (" .. (self.finished and (self.err and "failed" or "done") or "open") .. ")"
+  return "oai.stream (" .. self:status() .. ")"
 end
 
 return M

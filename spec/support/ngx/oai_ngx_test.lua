@@ -237,6 +237,36 @@ function PROBES.callbacks_cancel(client, p)
            wait_after_cancel = ngx.now() - t0 }
 end
 
+-- the handle of a callback stream: status, tostring, partial, iterators raise
+function PROBES.handle(client, p)
+  local seen, h = {}, nil
+  h = client:stream(p.request, { headers = p.call and p.call.headers,
+    on_text = function() seen[#seen + 1] = h:status() .. " " .. tostring(content_of(h:partial())) end })
+  local r = { first = h:status(), first_text = tostring(h) }
+  local ok, e = pcall(h.text, h)
+  r.text_raises = not ok and tostring(e) or "no error"
+  ok, e = pcall(h.events, h)
+  r.events_raises = not ok and tostring(e) or "no error"
+  local res, err = h:result()
+  r.seen, r.content, r.err = seen, content_of(res), err_table(err)
+  r.last, r.last_text, r.partial = h:status(), tostring(h), content_of(h:partial())
+  return r
+end
+
+-- a raising on_text: the transfer is closed at once, the error goes to on_error
+function PROBES.callbacks_raise(client, p)
+  local got
+  local h = client:stream(p.request, { headers = p.call and p.call.headers,
+    on_error = function(e) got = tostring(e) end,
+    on_text = function(t) if t == (p.raise_at or "w2 ") then error("boom in on_text", 0) end end })
+  ngx.update_time()
+  local t0 = ngx.now()
+  local res, err = h:result()
+  ngx.update_time()
+  return { on_error = got, status = h:status(), content = content_of(res), err = err_table(err),
+           elapsed = ngx.now() - t0 }
+end
+
 -- many finished streams and their finalizers (the streams' guards cancel their
 -- requests): a finalizer that raises can crash LuaJIT inside nginx
 function PROBES.gc(client, p)
