@@ -167,6 +167,7 @@ local TRANSPORT_KIND = {
   OPERATION_TIMEDOUT = "timeout",
   CANCELED = "canceled",
   BODY_TOO_LARGE = "protocol",
+  BAD_CONTENT_ENCODING = "protocol",
 }
 local RETRYABLE_TRANSPORT = {
   COULDNT_CONNECT = true, COULDNT_RESOLVE_HOST = true, COULDNT_RESOLVE_PROXY = true,

@@ -458,7 +458,8 @@ function Stream:_fill()
       else
         if ok then self:_plain_body()
         else self:_finish(stream_error(self, { kind = name == "OPERATION_TIMEDOUT" and "timeout" or
-          name == "CANCELED" and "canceled" or "network", name = name, message = msg })) end
+          name == "CANCELED" and "canceled" or name == "BAD_CONTENT_ENCODING" and "protocol"
+          or "network", name = name, message = msg })) end
         self._ended = true
         return self._ri <= self._rn
       end
@@ -480,7 +481,7 @@ function Stream:_fill()
         if not ok then
           local kind = name == "OPERATION_TIMEDOUT" and "timeout"
             or name == "CANCELED" and "canceled"
-            or name == "BODY_TOO_LARGE" and "protocol" or "network"
+            or (name == "BODY_TOO_LARGE" or name == "BAD_CONTENT_ENCODING") and "protocol" or "network"
           self:_finish(stream_error(self, { kind = kind, name = name, message = msg }))
         elseif req:pending() then
           -- the one unterminated event accepted: a final "data: [DONE]"
