@@ -124,6 +124,11 @@ describe("fault matrix", function()
         assert.truthy(dt >= 1.8 and dt < 3.5, dt)
       end)
 
+      it("asks for the identity encoding (both transports decode none)", function()
+        assert.truthy(run(mode))
+        assert.equal("identity", srv:last_request().headers["accept-encoding"])
+      end)
+
       it("200 with text/html -> protocol", function()
         local _, err = run(mode, { headers = script({ { status = 200, headers = { ["content-type"] = "text/html" } },
           { send = "<html><body>hello</body></html>" } }) })
@@ -221,5 +226,85 @@ describe("fault matrix", function()
       local res = assert(run("chat", { headers = { ["x-test-body-bytes"] = tostring(2 * 1024 * 1024) } }))
       assert.truthy(#res.choices[1].message.content > 1000000)
     end)
+  end)
+end)
+
+-- What nginx cannot play: bytes on the wire as a hostile server sends them
+-- (spec/support/raw_server.lua).  spec/ngx_spec.lua runs the same rows over
+-- the cosocket transport, spec/uv_spec.lua the reset through oai.uv.
+describe("hostile wire", function()
+  local raw = require "raw_server"
+  local HEAD = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+  local BODY = 'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+
+  local function gzip(s)
+    local name = os.tmpname()
+    local f = assert(io.open(name, "wb")); f:write(s); f:close()
+    local p = assert(io.popen("gzip -c < '" .. name .. "'"))
+    local out = p:read("*a")
+    p:close()
+    os.remove(name)
+    return out
+  end
+
+  -- run mode ("chat" | "stream") against a raw server playing steps
+  local function run(mode, steps, opts)
+    local s = raw.start(steps)
+    local c = oai.new { base_url = s.url, api_key = KEY, max_retries = 0 }
+    local req = { model = "m", messages = { user("wire") } }
+    local t0 = oai.core.monotime()
+    local res, err
+    if mode == "chat" then res, err = c:chat(req, opts)
+    else
+      local st
+      st, err = c:stream(req, opts)
+      if st then res, err = st:result() end
+    end
+    s.stop()
+    return res, err, oai.core.monotime() - t0
+  end
+
+  for _, mode in ipairs({ "chat", "stream" }) do
+    describe(mode, function()
+      it("asks for identity: a gzip body it did not ask for -> protocol BAD_CONTENT_ENCODING naming it", function()
+        local body = mode == "chat" and '{"id":"x","object":"chat.completion","choices":[]}' or BODY
+        local gz = gzip(body)
+        local _, err = run(mode, { { send = "HTTP/1.1 200 OK\r\nContent-Type: "
+          .. (mode == "chat" and "application/json" or "text/event-stream")
+          .. "\r\nContent-Encoding: gzip\r\nContent-Length: " .. #gz .. "\r\n\r\n" .. gz } })
+        assert.is_table(err)
+        assert.equal("protocol", err.kind, tostring(err))
+        assert.equal("BAD_CONTENT_ENCODING", err.name)
+        assert.truthy(err.message:find("Content-Encoding: gzip", 1, true), err.message)
+      end)
+
+      it("idle_timeout counts bytes in the response head: one byte per 0.5 s is not idle", function()
+        local json = '{"id":"x","object":"chat.completion","choices":[]}'
+        local head = mode == "chat" and "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+          .. #json .. "\r\n" or HEAD
+        local res, err = run(mode, { { send = head .. "X-Slow: " }, { drip = "abcdef", every = 0.5 },
+          { send = "\r\n\r\n" .. (mode == "chat" and json or BODY) } }, { idle_timeout = 2 })
+        assert.is_nil(err, tostring(err))
+        assert.is_table(res)
+      end)
+
+      it("idle_timeout fires on half a header line and a stall", function()
+        local _, err, dt = run(mode, { { send = "HTTP/1.1 200 OK\r\nContent-Ty" }, { sleep = 5 } }, { idle_timeout = 1 })
+        assert.is_table(err)
+        assert.equal("timeout", err.kind, tostring(err))
+        assert.truthy(err.message:find("idle_timeout", 1, true), err.message)
+        assert.truthy(dt >= 0.9 and dt < 2.5, dt)
+      end)
+    end)
+  end
+
+  it("a connection reset mid-stream -> network RECV_ERROR, partial kept", function()
+    local _, err = run("stream", { { send = HEAD .. "\r\n" .. 'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n' },
+      { sleep = 0.3 }, { reset = true } })
+    assert.is_table(err)
+    assert.equal("network", err.kind)
+    assert.equal("RECV_ERROR", err.name, tostring(err))
+    assert.truthy(err.message:find("reset", 1, true), err.message)
+    assert.equal("hi", err.partial.choices[1].message.content)
   end)
 end)

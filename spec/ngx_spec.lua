@@ -468,6 +468,66 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.equal("plain", r.content)
     end)
 
+    it("asks for the identity encoding, as libcurl does", function()
+      assert.is_nil(chat({}).err)
+      assert.equal("identity", srv:last_request().headers["accept-encoding"])
+    end)
+
+    -- the rows of "hostile wire" in spec/faults_spec.lua, over cosockets
+    describe("hostile wire", function()
+      local raw = require "raw_server"
+      local HEAD = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+      local BODY = 'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+      local function raw_probe(mode, steps, client)
+        local rs = raw.start(steps)
+        local c = { max_retries = 0 }
+        for k, v in pairs(client or {}) do c[k] = v end
+        local t0 = core.monotime()
+        local r = probe { mode = mode, base = rs.url, client = c,
+          request = { model = "test-model", messages = { { role = "user", content = "w" } } } }
+        rs.stop()
+        return r, core.monotime() - t0
+      end
+
+      for _, mode in ipairs({ "chat", "stream" }) do
+        it(mode .. ": a gzip body it did not ask for -> protocol BAD_CONTENT_ENCODING naming it", function()
+          local p = assert(io.popen("printf '%s' '" .. (mode == "chat" and '{"choices":[]}' or "data: [DONE]\n\n")
+            .. "' | gzip -c"))
+          local gz = p:read("*a")
+          p:close()
+          local r = raw_probe(mode, { { send = "HTTP/1.1 200 OK\r\nContent-Type: "
+            .. (mode == "chat" and "application/json" or "text/event-stream")
+            .. "\r\nContent-Encoding: gzip\r\nContent-Length: " .. #gz .. "\r\n\r\n" .. gz } })
+          assert.equal("protocol", r.err.kind, r.err.text)
+          assert.equal("BAD_CONTENT_ENCODING", r.err.name)
+          assert.matches("Content-Encoding: gzip", r.err.message, 1, true)
+        end)
+      end
+
+      it("idle_timeout counts bytes in the response head: one byte per 0.5 s is not idle", function()
+        local r = raw_probe("stream", { { send = HEAD .. "X-Slow: " }, { drip = "abcdef", every = 0.5 },
+          { send = "\r\n\r\n" .. BODY } }, { idle_timeout = 2 })
+        assert.is_nil(r.err and r.err.text)
+        assert.equal("hi", r.content)
+      end)
+
+      it("idle_timeout fires on half a header line and a stall", function()
+        local r, dt = raw_probe("stream", { { send = "HTTP/1.1 200 OK\r\nContent-Ty" }, { sleep = 5 } }, { idle_timeout = 1 })
+        assert.equal("timeout", r.err.kind, r.err.text)
+        assert.matches("idle_timeout", r.err.message, 1, true)
+        assert.is_true(dt >= 0.9 and dt < 2.5, tostring(dt))
+      end)
+
+      it("a connection reset mid-stream -> network RECV_ERROR, partial kept", function()
+        local r = raw_probe("stream", { { send = HEAD .. "\r\n" .. 'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n' },
+          { sleep = 0.3 }, { reset = true } })
+        assert.equal("network", r.err.kind)
+        assert.equal("RECV_ERROR", r.err.name, r.err.text)
+        assert.matches("reset", r.err.message, 1, true)
+        assert.equal("hi", r.err.partial)
+      end)
+    end)
+
     it("no libcurl call happened in the worker", function()
       assert.equal(0, libcurl_calls())
     end)

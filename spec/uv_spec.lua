@@ -76,6 +76,47 @@ describe("oai.uv (luv)", function()
     assert.equal("Hello! You said: plain", res.choices[1].message.content)
   end)
 
+  it("names a connection reset mid-stream as the plain loop does (RECV_ERROR, peer reset)", function()
+    local raw = require "raw_server"
+    local rs = raw.start { { send = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+      .. 'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n' }, { sleep = 0.3 }, { reset = true } }
+    local c = oai.new { base_url = rs.url, api_key = "sk-uv", max_retries = 0 }
+    local err
+    oai.spawn(function()
+      local s = assert(c:stream { model = "m", messages = { user("x") } })
+      local _
+      _, err = s:result()
+      err = err or false
+    end)
+    local ok, e = pcall(run_until, function() return err ~= nil end)
+    rs.stop()
+    assert(ok, e)
+    assert.is_table(err)
+    assert.equal("network", err.kind)
+    assert.equal("RECV_ERROR", err.name, tostring(err))
+    assert.truthy(err.message:find("reset", 1, true), err.message)
+    assert.equal("hi", err.partial.choices[1].message.content)
+  end)
+
+  it("counts bytes of the response head for idle_timeout (socket mode)", function()
+    local raw = require "raw_server"
+    local rs = raw.start { { send = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Slow: " },
+      { drip = "abcdef", every = 0.5 },
+      { send = '\r\n\r\ndata: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n' } }
+    local c = oai.new { base_url = rs.url, api_key = "sk-uv", max_retries = 0, idle_timeout = 2 }
+    local res, err
+    oai.spawn(function()
+      local s = assert(c:stream { model = "m", messages = { user("x") } })
+      res, err = s:result()
+      res = res or false
+    end)
+    local ok, e = pcall(run_until, function() return res ~= nil end)
+    rs.stop()
+    assert(ok, e)
+    assert.is_nil(err, tostring(err))
+    assert.equal("hi", res.choices[1].message.content)
+  end)
+
   it("sleeps in tasks on uv timers", function()
     local t0 = uv.now()
     local woke

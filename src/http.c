@@ -30,6 +30,10 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #define OAI_EPOLL 1
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>      /* struct tcp_info (netinet/tcp.h hides it under c99) */
+#define OAI_TCP_INFO 1
 #endif
 
 #include "oai.h"
@@ -75,7 +79,7 @@ enum { BODY_UNDECIDED, BODY_PLAIN, BODY_SSE };
 
 /* unframed event-stream bytes buffered before the transfer is paused */
 #define SSE_HIGH_WATER (64 * 1024)
-enum { ABORT_NONE, ABORT_TOO_BIG, ABORT_NOMEM, ABORT_CANCELED, ABORT_IDLE };
+enum { ABORT_NONE, ABORT_TOO_BIG, ABORT_NOMEM, ABORT_CANCELED, ABORT_IDLE, ABORT_ENCODING };
 
 typedef struct multi multi;
 
@@ -94,6 +98,7 @@ typedef struct request {
   int headers_done;
   int body_mode;               /* BODY_* */
   int want_sse;                /* request asked for an event stream */
+  int own_accept_encoding;     /* the caller set Accept-Encoding */
   int started;                 /* added to a multi at least once */
   int done;
   CURLcode result;
@@ -104,9 +109,11 @@ typedef struct request {
   double t_start;
   double last_rx;              /* monotonic time of the last byte received */
   long idle_ms;                /* idle timeout, 0 = none */
+  curl_socket_t sock;          /* a socket this transfer used (checked before use) */
   oai_sse sse;
   oai_chunk_state chunk;        /* chunk.c's per-stream state */
   char errbuf[CURL_ERROR_SIZE];
+  char encoding[64];           /* the Content-Encoding refused (ABORT_ENCODING) */
 } request;
 
 struct multi {
@@ -268,6 +275,7 @@ static int looks_like_sse(const char *p, size_t n) {
 }
 
 static const char *find_header(const buf *h, const char *name, size_t *vlen);
+static int ieq(const char *a, const char *b, size_t n);
 
 /* decide at the first body bytes whether they are an event stream: only for
    a stream request with a 2xx status, by content type, else by sniffing */
@@ -289,11 +297,31 @@ static void decide_body(request *r, const char *p, size_t n) {
   if (looks_like_sse(p, n)) r->body_mode = BODY_SSE;
 }
 
+/* We ask for identity (Accept-Encoding: identity) and decode nothing, as
+   the cosocket transport: a body in any other Content-Encoding cannot be
+   read, so it fails at its first byte, naming the encoding */
+static int refuse_encoding(request *r) {
+  size_t vl = 0, k;
+  const char *v = find_header(&r->hdr, "content-encoding", &vl);
+  if (v == NULL || vl == 0 || (vl == 8 && ieq(v, "identity", 8))) return 0;
+  k = vl < sizeof(r->encoding) - 1 ? vl : sizeof(r->encoding) - 1;
+  for (vl = 0; vl < k; vl++) {
+    unsigned char c = (unsigned char)v[vl];
+    r->encoding[vl] = (char)(c < 32 || c > 126 ? '?' : c);
+  }
+  r->encoding[k] = '\0';
+  r->abort_reason = ABORT_ENCODING;
+  return 1;
+}
+
 static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
   request *r = (request *)ud;
   size_t n = size * nmemb;
   if (r->abort_reason != ABORT_NONE) return 0;
-  if (r->body_mode == BODY_UNDECIDED) decide_body(r, p, n);
+  if (r->body_mode == BODY_UNDECIDED) {
+    if (refuse_encoding(r)) return 0;
+    decide_body(r, p, n);
+  }
   if (r->body_mode == BODY_SSE && r->body.len >= SSE_HIGH_WATER) {
     /* Lua has not framed what came so far: let libcurl hold the rest (it
        delivers it again on unpause) rather than growing the buffer; a
@@ -347,8 +375,53 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
+/* While the response head comes in, libcurl calls back per complete header
+   line only, so a server dripping a long line byte by byte would look idle.
+   The kernel knows when the connection last received a byte: take that, from
+   the transfer's own socket (its local port must match the one libcurl
+   reports, so a socket closed and reused since is never read).  Linux only;
+   elsewhere idleness in the head is counted per header line. */
+static void stamp_from_socket(request *r) {
+#ifdef OAI_TCP_INFO
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  struct tcp_info ti;
+  socklen_t tl = sizeof ti;
+  long port = 0;
+  unsigned sport;
+  double t;
+  if (r->sock == CURL_SOCKET_BAD) return;
+  if (curl_easy_getinfo(r->easy, CURLINFO_LOCAL_PORT, &port) != CURLE_OK || port <= 0) return;
+  if (getsockname(r->sock, (struct sockaddr *)&ss, &sl) != 0) return;
+  if (ss.ss_family == AF_INET) sport = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  else if (ss.ss_family == AF_INET6) sport = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  else return;
+  if ((long)sport != port) return;
+  memset(&ti, 0, sizeof ti);
+  if (getsockopt(r->sock, IPPROTO_TCP, TCP_INFO, &ti, &tl) != 0) return;
+  t = monotime_coarse() - (double)ti.tcpi_last_data_recv / 1000.0;
+  if (t > r->last_rx) r->last_rx = t;
+#else
+  (void)r;
+#endif
+}
+
+/* CURLOPT_SOCKOPTFUNCTION: remembers the socket a new connection uses */
+static int sockopt_cb(void *ud, curl_socket_t s, curlsocktype purpose) {
+  request *r = (request *)ud;
+  if (purpose == CURLSOCKTYPE_IPCXN) r->sock = s;
+  return CURL_SOCKOPT_OK;
+}
+
+/* from the socket callbacks: the socket libcurl watches for transfer e */
+static void note_socket(CURL *e, curl_socket_t s) {
+  request *r = NULL;
+  if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r) == CURLE_OK && r != NULL) r->sock = s;
+}
+
 /* libcurl calls this at least once a second while a transfer runs (the
-   low-speed check keeps a 1 s timer alive): the exact idle timeout */
+   low-speed check keeps a 1 s timer alive): the exact idle timeout,
+   "no byte for idle_ms", in the response head as in the body */
 static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
   request *r = (request *)ud;
   (void)dltotal; (void)dlnow; (void)ultotal; (void)ulnow;
@@ -356,6 +429,7 @@ static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     r->last_rx = monotime_coarse();
     return 0;
   }
+  if (r->idle_ms > 0 && r->body_mode == BODY_UNDECIDED) stamp_from_socket(r);
   if (r->idle_ms > 0 && (monotime_coarse() - r->last_rx) * 1000 >= (double)r->idle_ms) {
     r->abort_reason = ABORT_IDLE;
     return 1;
@@ -365,7 +439,8 @@ static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 
 static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp) {
   multi *m = (multi *)userp;
-  (void)e; (void)socketp;
+  (void)socketp;
+  if (what != CURL_POLL_REMOVE) note_socket(e, s);
   if (m->sock_n == m->sock_cap) {
     size_t cap = m->sock_cap ? m->sock_cap * 2 : 16;
     curl_socket_t *nf = (curl_socket_t *)realloc(m->sock_fd, cap * sizeof(*nf));
@@ -396,12 +471,12 @@ static int timer_cb(CURLM *h, long timeout_ms, void *userp) {
 static int ep_socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp) {
   multi *m = (multi *)userp;
   struct epoll_event ev;
-  (void)e;
   if (what == CURL_POLL_REMOVE) {
     /* the socket may be closed already; an error here changes nothing */
     epoll_ctl(m->epfd, EPOLL_CTL_DEL, s, NULL);
     return 0;
   }
+  note_socket(e, s);
   memset(&ev, 0, sizeof ev);
   ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
   ev.data.fd = s;
@@ -650,6 +725,7 @@ static void set_headers(lua_State *L, request *r, int idx) {
       if (k[i] <= ' ' || k[i] == ':' || k[i] == 127)
         luaL_error(L, "oai.request: invalid character in header name '%s'", has_crlf(k, kl) ? "(contains CR/LF)" : k);
     if (has_crlf(v, vl)) luaL_error(L, "oai.request: header '%s' has a value containing CR, LF or NUL", k);
+    if (kl == 15 && ieq(k, "accept-encoding", 15)) r->own_accept_encoding = 1;
     luaL_buffinit(L, &b);
     luaL_addlstring(&b, k, kl);
     /* "Name;" is libcurl's spelling of a header with an empty value */
@@ -681,6 +757,7 @@ static int request_new(lua_State *L) {
   r = (request *)lua_newuserdatauv(L, sizeof(request), 0);
   memset(r, 0, sizeof(*r));
   r->ref = LUA_NOREF;
+  r->sock = CURL_SOCKET_BAD;
   luaL_setmetatable(L, OAI_REQUEST_MT);
   oai_sse_init(&r->sse, 0);
   r->easy = easy_take(L);
@@ -738,7 +815,10 @@ static int request_new(lua_State *L) {
 
   if (opt_field(L, 1, "stream")) r->want_sse = lua_toboolean(L, -1);
   lua_pop(L, 1);
-  if (!r->want_sse) SETOPT(CURLOPT_ACCEPT_ENCODING, "");   /* compressed bodies, never streams */
+  /* identity only, as the cosocket transport (which has no zlib): both
+     accept the same bodies; a server that compresses anyway is refused
+     with BAD_CONTENT_ENCODING (refuse_encoding) */
+  if (!r->own_accept_encoding) add_header(L, r, "Accept-Encoding: identity");
   SETOPT(CURLOPT_HTTPHEADER, r->headers);
 
   t = (double)opt_ms(L, 1, "timeout_ms", 0);
@@ -756,6 +836,8 @@ static int request_new(lua_State *L) {
     SETOPT(CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
     SETOPT(CURLOPT_XFERINFODATA, (void *)r);
     SETOPT(CURLOPT_NOPROGRESS, 0L);
+    SETOPT(CURLOPT_SOCKOPTFUNCTION, sockopt_cb);
+    SETOPT(CURLOPT_SOCKOPTDATA, (void *)r);
   }
   if (opt_field(L, 1, "resolve")) {
     /* {"host:port:address", ...}: pin names to addresses (tests, split DNS) */
@@ -1023,6 +1105,11 @@ static int request_result(lua_State *L) {
     case ABORT_CANCELED:
       lua_pushliteral(L, "CANCELED");
       lua_pushliteral(L, "request canceled");
+      return 4;
+    case ABORT_ENCODING:
+      lua_pushliteral(L, "BAD_CONTENT_ENCODING");
+      lua_pushfstring(L, "the server sent a body with Content-Encoding: %s;"
+                      " oai asks for identity (Accept-Encoding: identity) and decodes none", r->encoding);
       return 4;
     default: break;
   }

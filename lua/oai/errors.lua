@@ -135,6 +135,7 @@ local TRANSPORT_KIND = {
   OPERATION_TIMEDOUT = "timeout",
   CANCELED = "canceled",
   BODY_TOO_LARGE = "protocol",
+  BAD_CONTENT_ENCODING = "protocol",
 }
 
 --- The error kind of a transport failure name (libcurl's, or BODY_TOO_LARGE,

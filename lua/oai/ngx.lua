@@ -230,6 +230,8 @@ function M.request(spec)
   add_headers(user, spec.headers, skip)
   if not skip["host#given"] then lines[#lines + 1] = "Host: " .. (self.host_header or "") .. "\r\n" end
   if not skip["connection#given"] then lines[#lines + 1] = "Connection: keep-alive\r\n" end
+  -- identity only, as with libcurl: a compressed body is refused (deliver)
+  if not skip["accept-encoding#given"] then lines[#lines + 1] = "Accept-Encoding: identity\r\n" end
   for i = 1, #user do lines[#lines + 1] = user[i] end
   if body ~= nil or method == "POST" or method == "PUT" or method == "PATCH" then
     lines[#lines + 1] = "Content-Length: " .. (body and #body or 0) .. "\r\n"
@@ -446,7 +448,15 @@ end
 local function deliver(self, piece)
   local n = #piece
   if n == 0 then return end
-  if not self.body_mode then decide(self, piece) end
+  if not self.body_mode then
+    -- nothing is decoded (we ask for identity): as refuse_encoding in http.c
+    local ce = first_header(self, "content-encoding")
+    if ce and ce ~= "" and lower(ce) ~= "identity" then
+      return fail(self, "BAD_CONTENT_ENCODING", "the server sent a body with Content-Encoding: "
+        .. sub(ce, 1, 63):gsub("[%c\128-\255]", "?") .. "; oai asks for identity (Accept-Encoding: identity) and decodes none")
+    end
+    decide(self, piece)
+  end
   if self.body_mode == "plain" then
     if self.max_body > 0 and self.received + n > self.max_body then
       return fail(self, "BODY_TOO_LARGE", format("response body exceeds max_body_bytes (%d)", self.max_body))

@@ -55,6 +55,7 @@ function M.attach(uv, opts)
   loop.set_multi_options({ socket_mode = true })
   local multi = loop.multi()
   local polls = {}             -- fd -> uv poll handle
+  local watching = {}          -- fd -> what libcurl asked for (1 in, 2 out, 3 both)
   local curl_timer = uv.new_timer()
   local task_timer = uv.new_timer()
   local pass_queued = false
@@ -71,7 +72,17 @@ function M.attach(uv, opts)
   local function on_socket(fd)
     return function(err, events)
       local mask = 0
-      if err then mask = 4 end
+      if err then
+        -- libuv reports a socket error (a reset: POLLERR) as EBADF and
+        -- stops the handle.  Tell libcurl the socket is ready for what it
+        -- waits for, with the error bit: it then reads (or writes), meets
+        -- the real error and names it (RECV_ERROR "Connection reset by
+        -- peer"), as the plain loop does.  The error bit alone would make
+        -- it fail with SEND_ERROR "select/poll returned error".
+        -- (luv before 1.44.2-1 also prints "EBADF: bad file descriptor" to
+        -- stderr for every poll error; nothing here can stop that.)
+        mask = 4 + (watching[fd] or 3)
+      end
       if events then
         if events:find("r", 1, true) then mask = mask + 1 end
         if events:find("w", 1, true) then mask = mask + 2 end
@@ -96,11 +107,13 @@ function M.attach(uv, opts)
           p:close()
           polls[fd] = nil
         end
+        watching[fd] = nil
       else
         if not p then
           p = new_poll(fd)
           polls[fd] = p
         end
+        watching[fd] = what
         p:start(what == 1 and "r" or what == 2 and "w" or "rw", on_socket(fd))
       end
     end
