@@ -33,6 +33,11 @@ local function c_records(data)
   local p = oai.sse()
   local out = {}
   local n = p:records("data: " .. data .. "\n\n", out, 0)
+  if out[1] == stream.kinds.RAW and n == 2 then   -- the generic path took it
+    local doc = out[2]
+    out = {}
+    n = stream.records_from_chunk(doc, out, 0)
+  end
   return normalize(out, n)
 end
 
@@ -165,7 +170,7 @@ describe("the C chunk decoder", function()
     local shape = '{"id":"c1","choices":[{"index":0,"delta":{"content":"%s"}}]}'
     local out = {}
     assert.equal(9, (p:records("data: " .. shape:format("ok") .. "\n\n", out, 0)))   -- META + CONTENT
-    for _, bad in ipairs({ "bad \255", "\\ud800", "\\q", "ctl\1" }) do
+    for _, bad in ipairs({ "\\q", "ctl\1", "\\u12" }) do
       local data = shape:format(bad)
       local n, stop = p:records("data: " .. data .. "\n\n", out, 0)
       assert.is_true(stop, data)
@@ -194,8 +199,8 @@ describe("the C chunk decoder", function()
   end)
 
   it("reports invalid values inside a chunk as a bad chunk", function()
-    for _, data in ipairs({ '{"choices":[{"index":0,"delta":{"content":"bad \255"}}]}',
-                            '{"choices":[{"index":0,"delta":{"content":"\\ud800"}}]}' }) do
+    for _, data in ipairs({ '{"choices":[{"index":0,"delta":{"content":"ctl \1"}}]}',
+                            '{"choices":[{"index":0,"delta":{"content":"\\x"}}]}' }) do
       local p = oai.sse()
       local out = {}
       local n, stop = p:records("data: " .. data .. "\n\n", out, 0)
@@ -204,5 +209,217 @@ describe("the C chunk decoder", function()
       assert.equal(data, out[2])
       assert.equal(3, n)
     end
+  end)
+
+  -- the decoder's reason and byte offset, on both paths (issue 11 item 8)
+  it("says why a chunk is not JSON, and where", function()
+    for _, case in ipairs({
+      { "{not json", "oai.json.decode: at byte 2: expected a string key" },
+      { "nope", "oai.json.decode: at byte 1: invalid literal" },
+      { '{"a":1} x', "oai.json.decode: at byte 9: trailing characters after the value" },
+      { '{"choices":[{"index":0,"delta":{"content":"ctl \1"}}]}',
+        "oai.json.decode: at byte 48: control character in string" },
+    }) do
+      for flags = 0, 1 do
+        local out = {}
+        local n, stop = oai.sse():records("data: " .. case[1] .. "\n\n", out, flags)
+        assert.same({ 3, true, stream.kinds.BAD, case[1], case[2] }, { n, stop, out[1], out[2], out[3] })
+      end
+    end
+  end)
+end)
+
+---------------------------------------------------------------- hostile text
+
+-- records of a whole body fed in the given pieces to one parser; RAW
+-- records (flags 1, or the generic path) expanded as the stream does
+local function feed(pieces, flags)
+  local p, recs, rn = oai.sse(), {}, 0
+  for i, piece in ipairs(pieces) do
+    local out = {}
+    local n = p:records(piece, out, flags, i == #pieces)
+    local j = 1
+    while j <= n do
+      local k = out[j]
+      if k == stream.kinds.RAW then
+        local more = {}
+        local m = stream.records_from_chunk(out[j + 1], more, 0)
+        for x = 1, m do recs[rn + x] = more[x] end
+        rn = rn + m
+      else
+        for x = j, j + stream.arity[k] do rn = rn + 1; recs[rn] = out[x] end
+      end
+      j = j + 1 + stream.arity[k]
+    end
+  end
+  recs.n = rn
+  return recs
+end
+
+-- the text pieces and the completion a body gives
+local function texts_of(recs)
+  local acc, pieces, i = stream.accumulator(), {}, 1
+  while i <= recs.n do
+    local k = recs[i]
+    if k == stream.kinds.CONTENT or k == stream.kinds.REASONING or k == stream.kinds.REFUSAL then
+      pieces[#pieces + 1] = recs[i + 2]
+    elseif k == stream.kinds.TOOL then
+      pieces[#pieces + 1] = recs[i + 7]
+    end
+    i = acc:apply(recs, i)
+  end
+  return pieces, acc:completion()
+end
+
+local function body_of(events)
+  local t = {}
+  for i, e in ipairs(events) do t[i] = "data: " .. e .. "\n\n" end
+  return table.concat(t)
+end
+
+-- each body fed whole and at every split point, on the fast path (flags 0)
+-- and the generic path (flags 1: whole chunks)
+local function each_feed(body, fn)
+  for flags = 0, 1 do
+    fn(feed({ body }, flags), "whole, flags " .. flags)
+    for at = 1, #body - 1 do
+      fn(feed({ body:sub(1, at), body:sub(at + 1) }, flags), "split at " .. at .. ", flags " .. flags)
+    end
+  end
+end
+
+describe("hostile text in a stream (issue 11 item 5)", function()
+  local R = "\239\191\189"   -- U+FFFD
+  -- one delta of a field: the JSON text of a chunk whose field holds s (JSON string body)
+  local fields = {
+    content = function(s, i) return '{"choices":[{"index":' .. (i or 0) .. ',"delta":{"content":"' .. s .. '"}}]}' end,
+    reasoning_content = function(s, i) return '{"choices":[{"index":' .. (i or 0) .. ',"delta":{"reasoning_content":"' .. s .. '"}}]}' end,
+    reasoning = function(s, i) return '{"choices":[{"delta":{"reasoning":"' .. s .. '"},"index":' .. (i or 0) .. '}]}' end,
+    refusal = function(s, i) return '{"id":"c","choices":[{"index":' .. (i or 0) .. ',"delta":{"refusal":"' .. s .. '"}}]}' end,
+    arguments = function(s, i) return '{"choices":[{"index":' .. (i or 0) .. ',"delta":{"tool_calls":[{"index":0,"function":{"arguments":"' .. s .. '"}}]}}]}' end,
+    -- a shape the fast path does not take (escaped key): the generic path in both modes
+    escaped = function(s, i) return '{"\\u0069d":"c","choices":[{"index":' .. (i or 0) .. ',"delta":{"content":"' .. s .. '"}}]}' end,
+  }
+  local function field_text(c, name)
+    local m = c.choices[1].message
+    if name == "arguments" then return m.tool_calls[1]["function"].arguments end
+    if name == "escaped" then return m.content end
+    return m[name]
+  end
+
+  -- deltas (JSON string bodies) -> the text pieces handed out, joined text
+  local cases = {
+    { "a surrogate pair split over two deltas", { "ab\\ud83d", "\\ude00cd" }, { "ab", "😀cd" } },
+    { "a pair split with nothing else around", { "\\uD83D", "\\uDE00" }, { "", "😀" } },
+    { "a pair split twice in a row", { "\\ud83d", "\\ude00\\ud83d", "\\ude01" }, { "", "😀", "😁" } },
+    { "a whole pair inside one delta", { "x\\ud83d\\ude00y" }, { "x😀y" } },
+    { "a high half with no low half next", { "a\\ud83d", "b" }, { "a", R .. "b" } },
+    { "an empty delta between the halves", { "a\\ud83d", "", "\\ude00" }, { "a", "", "😀" } },
+    { "a lone high half inside a delta", { "a\\ud83dz" }, { "a" .. R .. "z" } },
+    { "a lone low half at the start", { "\\ude00x" }, { R .. "x" } },
+    { "a lone low half inside a delta", { "x\\ude00" }, { "x" .. R } },
+    { "a high half before another escape", { "\\ud83d\\u0041" }, { R .. "A" } },
+    { "two high halves", { "\\ud83d\\ud83d" }, { R, R } },
+    { "a half still waiting at [DONE]", { "end\\ud83d" }, { "end", R } },
+    { "invalid UTF-8 bytes", { "x\255y" }, { "x" .. R .. "y" } },
+    { "an encoded surrogate (CESU)", { "\237\160\189\237\184\128" }, { R:rep(6) } },
+    { "a truncated 4-byte sequence: one U+FFFD", { "\240\159\152z" }, { R .. "z" } },
+    { "an overlong form", { "\192\175\224\128\175" }, { R:rep(5) } },
+    { "beyond U+10FFFF", { "\244\144\128\128" }, { R:rep(4) } },
+    { "invalid bytes and an escape", { "\\n\255" }, { "\n" .. R } },
+  }
+  for _, name in ipairs({ "content", "reasoning_content", "reasoning", "refusal", "arguments", "escaped" }) do
+    for _, case in ipairs(cases) do
+      it(name .. ": " .. case[1], function()
+        local ev = {}
+        for i, d in ipairs(case[2]) do ev[i] = fields[name](d) end
+        ev[#ev + 1] = "[DONE]"
+        local want = table.concat(case[3])
+        each_feed(body_of(ev), function(recs, how)
+          local pieces, c = texts_of(recs)
+          assert.same(case[3], pieces, how)
+          assert.equal(want, field_text(c, name), how)
+          oai.json.encode(c)   -- valid UTF-8: can be sent back
+        end)
+      end)
+    end
+  end
+
+  it("joins the halves per choice index and per field", function()
+    local ev = {
+      fields.content("a\\ud83d", 0), fields.content("b\\ud83d", 1), fields.reasoning_content("r\\ud83d", 0),
+      fields.content("\\ude01c", 1), fields.reasoning_content("\\ude02", 0), fields.content("\\ude00d", 0),
+      '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\\ud83d"}},'
+        .. '{"index":1,"function":{"arguments":"\\ud83d"}}]}}]}',
+      '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"\\ude04"}},'
+        .. '{"index":0,"function":{"arguments":"\\ude03"}}]}}]}',
+      "[DONE]",
+    }
+    each_feed(body_of(ev), function(recs, how)
+      local _, c = texts_of(recs)
+      assert.equal("a😀d", c.choices[1].message.content, how)
+      assert.equal("r😂", c.choices[1].message.reasoning_content, how)
+      assert.equal("b😁c", c.choices[2].message.content, how)
+      assert.equal("😃", c.choices[1].message.tool_calls[1]["function"].arguments, how)
+      assert.equal("😄", c.choices[1].message.tool_calls[2]["function"].arguments, how)
+    end)
+  end)
+
+  it("replaces invalid text outside the text fields, in keys too (item 10)", function()
+    local ev = {
+      '{"id":"c\\ud83d","model":"m\255","choices":[{"index":0,"delta":{"content":"a","x\255":"y\\ude00"},"z\192":1}],"k\255":"v"}',
+      "[DONE]",
+    }
+    each_feed(body_of(ev), function(recs, how)
+      local _, c = texts_of(recs)
+      assert.equal("c" .. R, c.id, how)
+      assert.equal("m" .. R, c.model, how)
+      assert.equal("v", c["k" .. R], how)
+      assert.equal("y" .. R, c.choices[1].message["x" .. R], how)
+      assert.equal(1, c.choices[1]["z" .. R], how)
+      oai.json.encode(c)
+    end)
+  end)
+
+  it("hands out the joined character in the later chunk from chunks() (flags 1)", function()
+    local out = {}
+    local n = oai.sse():records(body_of({ fields.content("ab\\ud83d"), fields.content("\\ude00cd"), fields.content("x\\ud83d"), "[DONE]" }), out, 1)
+    assert.equal(9, n)
+    assert.same({ "ab", "😀cd", "x", R }, { out[2].choices[1].delta.content, out[4].choices[1].delta.content,
+      out[6].choices[1].delta.content, out[8].choices[1].delta.content })
+    assert.equal(stream.kinds.DONE, out[9])
+  end)
+end)
+
+describe("duplicate keys in a chunk (issue 11 item 9)", function()
+  local dups = {
+    '{"choices":[{"index":0,"delta":{"content":"first"}}],"choices":[{"index":0,"delta":{"content":"last"}}]}',
+    '{"choices":[{"index":0,"delta":{"content":"first"},"delta":{"role":"assistant"}}]}',
+    '{"choices":[{"index":0,"delta":{"content":"first"},"delta":null}]}',
+    '{"choices":[{"index":0,"delta":null,"delta":{"content":"last"}}]}',
+    '{"choices":[{"index":0,"delta":{"content":"first","content":"last"}}]}',
+    '{"choices":[{"index":0,"index":1,"delta":{"content":"x"}}]}',
+    '{"choices":[{"index":0,"delta":{"content":"x","extra":"a","extra":"b"}}]}',
+    '{"choices":[{"index":0,"delta":{"content":"x","extra":"a","extra":null}}]}',
+    '{"choices":[{"index":0,"delta":{"content":"x"},"native":"a","native":"b"}]}',
+    '{"p":1,"choices":[],"p":2}',
+    '{"p":1,"choices":[],"p":null}',
+    '{"usage":{"total_tokens":1},"usage":null,"choices":[]}',
+    '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"a"},"function":{"name":"f"}}]}}]}',
+  }
+  it("keeps the last, on the fast path as on the generic path", function()
+    for _, data in ipairs(dups) do
+      assert.same(lua_records(data), c_records(data), data)
+      local out = {}
+      local n = oai.sse():records("data: " .. data .. "\n\n", out, 1)
+      local via_raw = {}
+      assert.equal(stream.kinds.RAW, out[1])
+      assert.equal(2, n)
+      local m = stream.records_from_chunk(out[2], via_raw, 0)
+      assert.same(normalize(via_raw, m), c_records(data), data)
+    end
+  end)
+  it("has the last choices' text", function()
+    assert.same({ "1|0|last" }, c_records(dups[1]))
   end)
 end)

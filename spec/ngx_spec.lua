@@ -446,6 +446,27 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.equal("café ok", r.content)
     end)
 
+    it("a surrogate pair split over two chunks and invalid UTF-8 (issue 11 item 5)", function()
+      srv:script("ngx-hostile", {
+        { send = 'data: {"choices":[{"index":0,"delta":{"content":"Hi \\ud83d"}}]}\n\n' },
+        { sleep_ms = 30 },
+        { send = 'data: {"choices":[{"index":0,"delta":{"content":"\\ude00 bad \255!"}}]}\n\n' },
+        { send = 'data: {"choices":[{"index":0,"delta":{"content":" end\\ud83d"},"finish_reason":"stop"}]}\n\n' },
+        { send = "data: [DONE]\n\n" },
+      })
+      local r = stream { ["x-test-script"] = "ngx-hostile" }
+      assert.is_nil(r.err)
+      assert.same({ "Hi ", "😀 bad \239\191\189!", " end", "\239\191\189" }, r.deltas)
+      assert.equal("Hi 😀 bad \239\191\189! end\239\191\189", r.content)
+    end)
+
+    it("a chunk that is not JSON: the decoder's reason and offset (issue 11 item 8)", function()
+      srv:script("ngx-notjson", { { send = "data: {not json\n\n" } })
+      local r = stream { ["x-test-script"] = "ngx-notjson" }
+      assert.equal("protocol", r.err.kind)
+      assert.equal("invalid chunk in stream: oai.json.decode: at byte 2: expected a string key", r.err.message)
+    end)
+
     it("a stream left open after the last choice finished ends after grace", function()
       srv:script("ngx-open", {
         { send = 'data: {"choices":[{"index":0,"delta":{"content":"done"},"finish_reason":"stop"}]}\n\n' },

@@ -688,6 +688,79 @@ describe("streaming", function()
     end)
   end)
 
+  -- issue 11 item 5: servers split a surrogate pair over two chunks and
+  -- send invalid UTF-8; the stream goes on with the right text
+  describe("hostile text", function()
+    local R = "\239\191\189"   -- U+FFFD
+    local function ev(d, finish) return data(chunk({ delta(d, finish) })) end
+    local events = {
+      ev({ role = "assistant", content = "" }),
+      'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"reasoning_content":"think \\ud83e"}}]}\n\n',
+      'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"reasoning_content":"\\udd14!"}}]}\n\n',
+      'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"content":"Hi \\ud83d"}}]}\n\n',
+      'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"content":"\\ude00 there"}}]}\n\n',
+      'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"content":", bad \255 byte"}}]}\n\n',
+      'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"content":", lone \\udc00."}}]}\n\n',
+      'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"f","arguments":"{\\"e\\":\\"\\ud83d"}}]}}]}\n\n',
+      'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\\ude03\\"}"}}]}}]}\n\n',
+      'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"content":" end\\ud83d"}}]}\n\n',
+      ev({}, "stop"),
+      "data: [DONE]\n\n",
+    }
+    local text = "Hi 😀 there, bad " .. R .. " byte, lone " .. R .. ". end" .. R
+    local pieces = { "Hi ", "😀 there", ", bad " .. R .. " byte", ", lone " .. R .. ".", " end", R }
+
+    local function check(s)
+      local got = {}
+      for t in s:text() do got[#got + 1] = t end
+      assert.same(pieces, got)
+      local res = assert(s:result())
+      local msg = res.choices[1].message
+      assert.equal(text, msg.content)
+      assert.equal("think 🤔!", msg.reasoning_content)
+      assert.equal('{"e":"😃"}', msg.tool_calls[1]["function"].arguments)
+      assert.equal("stop", res.choices[1].finish_reason)
+      oai.json.encode(res)   -- valid UTF-8: the message can be sent back
+    end
+
+    it("joins split pairs and replaces invalid text in text() and result()", function()
+      both(events, function(s) check(s) end)
+    end)
+
+    it("does the same with the events split at every third byte", function()
+      local all, split, i = table.concat(events), {}, 1
+      while i <= #all do split[#split + 1] = all:sub(i, i + 2); i = i + 3 end
+      both(split, function(s) check(s) end)
+    end)
+
+    it("does the same in events()", function()
+      both(events, function(s)
+        local content, reasoning = {}, {}
+        for e in s:events() do
+          if e.type == "content" then content[#content + 1] = e.text end
+          if e.type == "reasoning" then reasoning[#reasoning + 1] = e.text end
+        end
+        assert.same(pieces, content)
+        assert.same({ "think ", "🤔!" }, reasoning)
+        assert.equal(text, assert(s:result()).choices[1].message.content)
+      end)
+    end)
+
+    it("does the same in chunks(): the joined character in the later chunk", function()
+      both(events, function(s)
+        local content = {}
+        for c in s:chunks() do
+          local d = c.choices and c.choices[1] and c.choices[1].delta
+          if d and d.content and d.content ~= "" then content[#content + 1] = d.content end
+        end
+        assert.same(pieces, content)
+        local res = assert(s:result())
+        assert.equal(text, res.choices[1].message.content)
+        assert.equal('{"e":"😃"}', res.choices[1].message.tool_calls[1]["function"].arguments)
+      end)
+    end)
+  end)
+
   describe("errors inside the stream", function()
     local head = data(chunk({ delta({ role = "assistant", content = "part" }) }))
 
@@ -723,6 +796,14 @@ describe("streaming", function()
         assert.equal("protocol", err.kind)
         assert.equal("{not json", err.data)
         assert.equal("part", err.partial.choices[1].message.content)
+      end)
+    end)
+
+    it("says why a chunk is not JSON and where (issue 11 item 8)", function()
+      both({ head, "data: {not json\n\n" }, function(s)
+        local _, err = s:result()
+        assert.equal("protocol", err.kind)
+        assert.equal("invalid chunk in stream: oai.json.decode: at byte 2: expected a string key", err.message)
       end)
     end)
 

@@ -25,6 +25,17 @@
 ** CONTENT is kept as a template: a chunk equal to it outside the content
 ** string has the same records with its own text (same_shape), found
 ** without scanning the rest again.
+**
+** Values are decoded leniently (json.c's OAI_JSON_LENIENT): servers send
+** invalid UTF-8 and split a surrogate pair over two chunks, and one bad
+** character must not end the stream.  Invalid UTF-8 (each maximal subpart)
+** and lone surrogates become U+FFFD, in keys too; a high half ending one
+** text delta (content, reasoning, refusal, tool arguments) waits in the
+** state for the low half starting the next delta of the same field, choice
+** and tool call, and the whole character goes out with the second piece
+** (fix_text); a half still waiting at [DONE] goes out as U+FFFD.  The fast
+** path and the generic path (fix_table, on the decoded chunk) apply the same
+** rules, and for duplicate keys both keep the last, as JSON.parse does.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +61,7 @@ typedef struct span {
 
 typedef struct out {
   lua_State *L;
+  oai_chunk_state *st;
   int t;      /* stack index of the records table */
   int n;      /* records slots used */
   int other;  /* records other than META and CONTENT put so far (put_int) */
@@ -295,8 +307,9 @@ static int plain_string(const char *p, size_t n) {
   return 1;
 }
 
-/* push the value of span v; 0 (message pushed instead) if invalid */
-static int push_value(lua_State *L, const span *v) {
+/* push the value of span v; 0 (message pushed instead) if invalid.  flags:
+   OAI_JSON_MARK_EDGES for text fields */
+static int push_value(lua_State *L, const span *v, int flags) {
   if (v->plain == 1 || (v->plain == -1 && plain_string(v->p + 1, v->n - 2))) {
     lua_pushlstring(L, v->p + 1, v->n - 2);
     return 1;
@@ -317,7 +330,7 @@ static int push_value(lua_State *L, const span *v) {
       }
     }
   }
-  return oai_json_decode_push(L, v->p, v->n);
+  return oai_json_decode_push_ex(L, v->p, v->n, OAI_JSON_LENIENT | flags, NULL);
 }
 
 static void put_int(out *o, lua_Integer k) {   /* a record's kind */
@@ -338,7 +351,7 @@ static void put_nil(out *o) {
 
 /* push span into the next slot; 0 if invalid (error message left on stack) */
 static int put_span(out *o, const span *v) {
-  if (!push_value(o->L, v)) return 0;
+  if (!push_value(o->L, v, 0)) return 0;
   put_top(o);
   return 1;
 }
@@ -349,6 +362,266 @@ static int put_lit(out *o, const char *s, size_t n) {
   return 1;
 }
 
+/* ------------------------------------------------- split surrogate pairs */
+
+/* the text fields whose halves are joined across chunks; F_NONE: a field
+   whose halves cannot be (a tool call without an index) */
+enum { F_NONE, F_CONTENT, F_REASONING_CONTENT, F_REASONING, F_REFUSAL, F_ARGS };
+
+#define FFFD "\xEF\xBF\xBD"
+
+/* a mark (json.c: a lone half's WTF-8 form) of a half in [lo, hi] at p */
+static int is_mark(const unsigned char *p, unsigned lo, unsigned hi) {
+  return p[0] == 0xED && p[1] >= lo && p[1] <= hi;
+}
+#define HIGH_MARK(p) is_mark(p, 0xA0, 0xAF)
+#define LOW_MARK(p) is_mark(p, 0xB0, 0xBF)
+
+static unsigned mark_unit(const unsigned char *p) {
+  return 0xD000u | ((unsigned)(p[1] & 0x3F) << 6) | (unsigned)(p[2] & 0x3F);
+}
+
+/* the text on top of the stack, of field f in choice idx (tool call tool):
+   a low half at its start joins the waiting high half (else U+FFFD); a
+   waiting half without its low half becomes U+FFFD before the text; a high
+   half at its end waits (U+FFFD if it cannot).  Texts without marks and
+   with no half waiting are left alone (the hot path: two byte tests). */
+static void fix_text(lua_State *L, oai_chunk_state *st, int f, double idx, double tool) {
+  size_t n, a = 0, b;
+  const unsigned char *s = (const unsigned char *)lua_tolstring(L, -1, &n);
+  int i, h = -1, head, tail;
+  luaL_Buffer B;
+  if (n == 0) return;   /* an empty delta neither joins nor ends a half */
+  head = n >= 3 && LOW_MARK(s);
+  tail = n >= 3 && HIGH_MARK(s + n - 3) && (!head || n >= 6);
+  if (f != F_NONE)
+    for (i = 0; i < st->nhalf; i++)
+      if (st->half[i].field == f && st->half[i].idx == idx && st->half[i].tool == tool) { h = i; break; }
+  if (h < 0 && !head && !tail) return;
+  b = tail ? n - 3 : n;
+  luaL_buffinit(L, &B);   /* the text stays below the buffer: s stays valid */
+  if (head) {
+    a = 3;
+    if (h >= 0) {
+      unsigned cp = 0x10000u + ((st->half[h].hi - 0xD800u) << 10) + (mark_unit(s) - 0xDC00u);
+      char u[4];
+      u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+      u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F));
+      luaL_addlstring(&B, u, 4);
+    } else luaL_addlstring(&B, FFFD, 3);
+  } else if (h >= 0) luaL_addlstring(&B, FFFD, 3);
+  if (h >= 0) st->half[h] = st->half[--st->nhalf];
+  luaL_addlstring(&B, (const char *)s + a, b - a);
+  if (tail) {
+    if (f != F_NONE && st->nhalf < OAI_CHUNK_HALVES) {
+      oai_half *w = &st->half[st->nhalf++];
+      w->field = f; w->idx = idx; w->tool = tool;
+      w->hi = mark_unit(s + n - 3);
+    } else luaL_addlstring(&B, FFFD, 3);
+  }
+  luaL_pushresult(&B);
+  lua_remove(L, -2);
+}
+
+/* every mark left in the string on top (outside the text fields) ->
+   U+FFFD; 1 if the string was replaced */
+static int unmark_string(lua_State *L) {
+  size_t n, i, run = 0;
+  const unsigned char *s = (const unsigned char *)lua_tolstring(L, -1, &n);
+  luaL_Buffer B;
+  for (i = 0; i + 2 < n; i++) if (is_mark(s + i, 0xA0, 0xBF)) break;
+  if (i + 2 >= n) return 0;
+  luaL_buffinit(L, &B);
+  for (; i + 2 < n; i++) {
+    if (is_mark(s + i, 0xA0, 0xBF)) {
+      luaL_addlstring(&B, (const char *)s + run, i - run);
+      luaL_addlstring(&B, FFFD, 3);
+      run = i + 3;
+      i += 2;
+    }
+  }
+  luaL_addlstring(&B, (const char *)s + run, n - run);
+  luaL_pushresult(&B);
+  lua_remove(L, -2);
+  return 1;
+}
+
+/* unmark_string over every string value in the table on top (keys never
+   hold marks: json.c replaces lone halves in keys at once) */
+static void unmark_table(lua_State *L) {
+  luaL_checkstack(L, 6, "oai: records");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {          /* t k v */
+    if (lua_type(L, -1) == LUA_TTABLE) unmark_table(L);
+    else if (lua_type(L, -1) == LUA_TSTRING && unmark_string(L)) {
+      lua_pushvalue(L, -2);          /* t k v' k */
+      lua_insert(L, -2);             /* t k k v' */
+      lua_rawset(L, -4);             /* t k: an existing key, so next() goes on */
+      continue;
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* t[name] on top if it is of type ty (1), else nothing pushed (0) */
+static int raw_field(lua_State *L, int t, const char *name, int ty) {
+  lua_pushstring(L, name);
+  lua_rawget(L, t);
+  if (lua_type(L, -1) == ty) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* t[name], a string, through fix_text */
+static void fix_field(lua_State *L, oai_chunk_state *st, int t, const char *name, int f,
+                      double idx, double tool) {
+  if (!raw_field(L, t, name, LUA_TSTRING)) return;
+  fix_text(L, st, f, idx, tool);
+  lua_pushstring(L, name);
+  lua_insert(L, -2);
+  lua_rawset(L, t);
+}
+
+/* the generic path's version of the text rules: the decoded chunk on top,
+   its text fields found where records_from_chunk (stream.lua) finds them;
+   then (marks > 0) any other lone half -> U+FFFD */
+static void fix_table(lua_State *L, oai_chunk_state *st, int marks) {
+  int c = lua_gettop(L);
+  luaL_checkstack(L, 12, "oai: records");
+  if (lua_istable(L, c) && raw_field(L, c, "choices", LUA_TTABLE)) {
+    int chs = c + 1, pos, npos = (int)lua_rawlen(L, chs);
+    for (pos = 1; pos <= npos; pos++) {
+      int ch = c + 2, d;
+      double idx = pos - 1;
+      lua_rawgeti(L, chs, pos);
+      if (lua_istable(L, ch)) {
+        if (raw_field(L, ch, "index", LUA_TNUMBER)) { idx = (double)lua_tonumber(L, -1); lua_pop(L, 1); }
+        if (raw_field(L, ch, "delta", LUA_TTABLE)) {
+          d = ch + 1;
+          fix_field(L, st, d, "reasoning_content", F_REASONING_CONTENT, idx, -1);
+          fix_field(L, st, d, "reasoning", F_REASONING, idx, -1);
+          fix_field(L, st, d, "content", F_CONTENT, idx, -1);
+          fix_field(L, st, d, "refusal", F_REFUSAL, idx, -1);
+          if (raw_field(L, d, "tool_calls", LUA_TTABLE)) {
+            int tcs = d + 1, tp, ntp = (int)lua_rawlen(L, tcs);
+            for (tp = 1; tp <= ntp; tp++) {
+              int tc = tcs + 1;
+              lua_rawgeti(L, tcs, tp);
+              if (lua_istable(L, tc) && raw_field(L, tc, "function", LUA_TTABLE)) {
+                double ti = -1;
+                int f = F_NONE;
+                if (raw_field(L, tc, "index", LUA_TNUMBER)) {
+                  ti = (double)lua_tonumber(L, -1);
+                  if (ti != -1) f = F_ARGS;   /* as put_text: -1 stands for none */
+                  lua_pop(L, 1);
+                }
+                fix_field(L, st, tc + 1, "arguments", f, idx, ti);
+              }
+              lua_settop(L, tcs);
+            }
+          }
+        }
+      }
+      lua_settop(L, chs);
+    }
+  }
+  lua_settop(L, c);
+  if (marks > 0 && lua_istable(L, c)) unmark_table(L);
+  else if (marks > 0 && lua_type(L, c) == LUA_TSTRING) unmark_string(L);
+}
+
+/* a choice or tool-call index for fix_text */
+static double span_number(lua_State *L, const out *o, int slot) {
+  double x;
+  lua_rawgeti(L, o->t, slot);
+  x = lua_type(L, -1) == LUA_TNUMBER ? (double)lua_tonumber(L, -1) : -1;
+  lua_pop(L, 1);
+  return x;
+}
+
+/* a text field's value into the next slot, through fix_text; idx_slot is
+   the record's choice index slot (tool_slot: its tool-call index, or 0) */
+static int put_text(out *o, const span *v, int f, int idx_slot, int tool_slot) {
+  lua_State *L = o->L;
+  size_t n;
+  const unsigned char *s;
+  if (!push_value(L, v, OAI_JSON_MARK_EDGES)) return 0;
+  s = (const unsigned char *)lua_tolstring(L, -1, &n);
+  if (o->st->nhalf > 0 || (n >= 3 && (s[0] == 0xED || s[n - 3] == 0xED))) {
+    double tool = -1;
+    if (tool_slot != 0) {
+      tool = span_number(L, o, tool_slot);
+      if (tool == -1) f = F_NONE;   /* no tool-call index: nothing to join by */
+    }
+    fix_text(L, o->st, f, span_number(L, o, idx_slot), tool);
+  }
+  put_top(o);
+  return 1;
+}
+
+/* an index as Lua would have decoded it: an integer when it is one */
+static void push_index(lua_State *L, double x) {
+  if (x >= -2147483647.0 && x <= 2147483647.0 && x == (double)(int)x)
+    lua_pushinteger(L, (lua_Integer)(int)x);
+  else lua_pushnumber(L, (lua_Number)x);
+}
+
+/* the halves still waiting at [DONE], each as one U+FFFD of its field:
+   records, or (raw) one chunk table per half */
+static void flush_halves(out *o, int raw) {
+  lua_State *L = o->L;
+  oai_chunk_state *st = o->st;
+  int i;
+  static const char *const names[] = { "", "content", "reasoning_content", "reasoning", "refusal", "arguments" };
+  for (i = 0; i < st->nhalf; i++) {
+    const oai_half *w = &st->half[i];
+    if (raw) {
+      lua_createtable(L, 0, 1);                 /* chunk */
+      lua_createtable(L, 1, 0);                 /* chunk choices */
+      lua_createtable(L, 0, 2);                 /* chunk choices choice */
+      push_index(L, w->idx);
+      lua_setfield(L, -2, "index");
+      lua_createtable(L, 0, 1);                 /* ... choice delta */
+      if (w->field == F_ARGS) {
+        lua_createtable(L, 1, 0);               /* ... delta tool_calls */
+        lua_createtable(L, 0, 2);               /* ... tool_calls call */
+        push_index(L, w->tool);
+        lua_setfield(L, -2, "index");
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, FFFD);
+        lua_setfield(L, -2, "arguments");
+        lua_setfield(L, -2, "function");
+        lua_rawseti(L, -2, 1);
+        lua_setfield(L, -2, "tool_calls");
+      } else {
+        lua_pushliteral(L, FFFD);
+        lua_setfield(L, -2, names[w->field]);
+      }
+      lua_setfield(L, -2, "delta");
+      lua_rawseti(L, -2, 1);
+      lua_setfield(L, -2, "choices");
+      put_int(o, K_RAW);
+      put_top(o);
+      continue;
+    }
+    put_int(o, w->field == F_CONTENT ? K_CONTENT : w->field == F_REFUSAL ? K_REFUSAL
+               : w->field == F_ARGS ? K_TOOL : K_REASONING);
+    push_index(L, w->idx);
+    put_top(o);
+    if (w->field == F_ARGS) {
+      lua_pushinteger(L, 1);
+      put_top(o);
+      push_index(L, w->tool);
+      put_top(o);
+      put_nil(o); put_nil(o); put_nil(o);
+    }
+    put_lit(o, FFFD, 3);
+    if (w->field == F_REASONING_CONTENT || w->field == F_REASONING)
+      put_lit(o, names[w->field], strlen(names[w->field]));
+  }
+  st->nhalf = 0;
+}
+
 /* ------------------------------------------------------------ chunks */
 
 typedef struct extras {
@@ -356,9 +629,13 @@ typedef struct extras {
   int n;
 } extras;
 
+/* 0 (give up) when full, or for a key that is not valid UTF-8: the
+   generic path decodes the chunk, so the key gets json.c's lenient rule
+   (each invalid subpart -> U+FFFD) there, as everywhere in a stream.  Only
+   extras' keys are handed out as they are; known keys are ASCII.  Null
+   values are kept (not handed out) so that a duplicate key is seen. */
 static int add_extra(extras *x, const member *m) {
-  if (is_null(&m->val)) return 1;
-  if (x->n == MAX_EXTRA) return 0;
+  if (x->n == MAX_EXTRA || !plain_string(m->key.p, m->key.n)) return 0;
   x->m[x->n++] = *m;
   return 1;
 }
@@ -370,20 +647,26 @@ static int cmp_key(const member *a, const member *b) {
   return a->key.n < b->key.n ? -1 : a->key.n > b->key.n;
 }
 
-static void sort_extras(extras *x) {   /* insertion sort: a handful at most */
+/* insertion sort: a handful at most; 0 if a key is there twice (the
+   generic path keeps the last of duplicate keys, as JSON.parse does) */
+static int sort_extras(extras *x) {
   int i, j;
   for (i = 1; i < x->n; i++) {
     member t = x->m[i];
     for (j = i; j > 0 && cmp_key(&x->m[j - 1], &t) > 0; j--) x->m[j] = x->m[j - 1];
+    if (j > 0 && cmp_key(&x->m[j - 1], &t) == 0) return 0;
     x->m[j] = t;
   }
+  return 1;
 }
 
-/* emit extras of one level: [idx] name value, for each */
+/* emit extras of one level: [idx] name value, for each; GIVE_UP on a
+   duplicate key */
 static int put_extras(out *o, extras *x, int kind, const span *idx) {
   int i;
-  sort_extras(x);
+  if (!sort_extras(x)) return GIVE_UP;
   for (i = 0; i < x->n; i++) {
+    if (is_null(&x->m[i].val)) continue;
     put_int(o, kind);
     if (idx != NULL && !put_span(o, idx)) return 0;
     put_lit(o, x->m[i].key.p, x->m[i].key.n);
@@ -398,7 +681,7 @@ static int nonempty_str(const span *v) { return is_str(v) && v->n > 2; }
 static int put_tool(out *o, const span *idx, int pos, const span *tc) {
   sc s;
   member m;
-  int first = 1, r;
+  int first = 1, r, k;
   span ti = { NULL, 0, 0 }, id = { NULL, 0, 0 }, type = { NULL, 0, 0 }, fn = { NULL, 0, 0 };
   span name = { NULL, 0, 0 }, args = { NULL, 0, 0 };
   lua_State *L = o->L;
@@ -420,6 +703,7 @@ static int put_tool(out *o, const span *idx, int pos, const span *tc) {
     if (r == GIVE_UP) return GIVE_UP;
   }
   put_int(o, K_TOOL);
+  k = o->n;   /* kind; idx, pos and the tool-call index follow */
   if (!put_span(o, idx)) return 0;
   lua_pushinteger(o->L, pos);
   put_top(o);
@@ -430,10 +714,10 @@ static int put_tool(out *o, const span *idx, int pos, const span *tc) {
   if (type.p != NULL && nonempty_str(&type)) { if (!put_span(o, &type)) return 0; } else put_nil(o);
   if (name.p != NULL && nonempty_str(&name)) { if (!put_span(o, &name)) return 0; } else put_nil(o);
   if (args.p != NULL && is_str(&args)) {
-    if (!put_span(o, &args)) return 0;
+    if (!put_text(o, &args, F_ARGS, k + 1, k + 3)) return 0;
   } else if (args.p != NULL && args.p[0] == '{') {
     /* arguments sent as a JSON object: re-encoded to the usual string */
-    if (!oai_json_decode_push(L, args.p, args.n)) return 0;
+    if (!oai_json_decode_push_ex(L, args.p, args.n, OAI_JSON_LENIENT, NULL)) return 0;
     oai_json_encode_push(L, -1);
     lua_remove(L, -2);
     put_top(o);
@@ -451,12 +735,14 @@ static int put_choice(out *o, sc *sp, int pos) {
   span idx = { NULL, 0, 0 }, finish = { NULL, 0, 0 }, logprobs = { NULL, 0, 0 };
   span role = { NULL, 0, 0 }, content = { NULL, 0, 0 }, rc = { NULL, 0, 0 }, rs = { NULL, 0, 0 };
   span refusal = { NULL, 0, 0 }, tools = { NULL, 0, 0 };
-  int has_delta = 0;
+  int has_delta = 0, seen_delta = 0;
   extras cx, dx;
   char posbuf[16];
   cx.n = dx.n = 0;
   while ((r = next_key(s, &key, &first)) == 1) {
     if (KEY(&key, "delta")) {
+      /* a second delta replaces the first (last wins): the generic path */
+      if (seen_delta++) return GIVE_UP;
       ws(s);
       if (s->p < s->e && *s->p == '{') {
         int dfirst = 1;
@@ -499,23 +785,23 @@ static int put_choice(out *o, sc *sp, int pos) {
     }
     if (rc.p && is_str(&rc)) {
       put_int(o, K_REASONING);
-      if (!put_span(o, &idx) || !put_span(o, &rc)) return 0;
+      if (!put_span(o, &idx) || !put_text(o, &rc, F_REASONING_CONTENT, o->n, 0)) return 0;
       put_lit(o, "reasoning_content", 17);
     }
     if (rs.p && is_str(&rs)) {
       put_int(o, K_REASONING);
-      if (!put_span(o, &idx) || !put_span(o, &rs)) return 0;
+      if (!put_span(o, &idx) || !put_text(o, &rs, F_REASONING, o->n, 0)) return 0;
       put_lit(o, "reasoning", 9);
     }
     if (content.p && is_str(&content)) {
       put_int(o, K_CONTENT);
-      if (!put_span(o, &idx) || !put_span(o, &content)) return 0;
+      if (!put_span(o, &idx) || !put_text(o, &content, F_CONTENT, o->n, 0)) return 0;
       o->cp = content.p; o->cn = content.n;
       o->ip = idx.p == posbuf ? NULL : idx.p; o->in = idx.n;
     }
     if (refusal.p && is_str(&refusal)) {
       put_int(o, K_REFUSAL);
-      if (!put_span(o, &idx) || !put_span(o, &refusal)) return 0;
+      if (!put_span(o, &idx) || !put_text(o, &refusal, F_REFUSAL, o->n, 0)) return 0;
     }
     if (tools.p && tools.p[0] == '[') {
       sc t;
@@ -536,13 +822,13 @@ static int put_choice(out *o, sc *sp, int pos) {
         return GIVE_UP;
       }
     } else if (tools.p && !is_null(&tools)) return GIVE_UP;
-    if (!put_extras(o, &dx, K_DELTA_EXTRA, &idx)) return 0;
+    if ((r = put_extras(o, &dx, K_DELTA_EXTRA, &idx)) != 1) return r;
   }
   if (logprobs.p && !is_null(&logprobs)) {
     put_int(o, K_LOGPROBS);
     if (!put_span(o, &idx) || !put_span(o, &logprobs)) return 0;
   }
-  if (!put_extras(o, &cx, K_CHOICE_EXTRA, &idx)) return 0;
+  if ((r = put_extras(o, &cx, K_CHOICE_EXTRA, &idx)) != 1) return r;
   if (finish.p && nonempty_str(&finish)) {
     put_int(o, K_FINISH);
     if (!put_span(o, &idx) || !put_span(o, &finish)) return 0;
@@ -563,7 +849,7 @@ static int fast_chunk(out *o, const char *d, size_t len, unsigned long long *met
   sc s;
   member m;
   span key;
-  int first = 1, r, start = o->n;
+  int first = 1, r, start = o->n, seen_choices = 0;
   span id = { NULL, 0, 0 }, object = { NULL, 0, 0 }, created = { NULL, 0, 0 }, model = { NULL, 0, 0 };
   span fp = { NULL, 0, 0 }, usage = { NULL, 0, 0 }, err = { NULL, 0, 0 };
   extras tx;
@@ -571,7 +857,9 @@ static int fast_chunk(out *o, const char *d, size_t len, unsigned long long *met
   s.p = d; s.e = d + len;
   while ((r = next_key(&s, &key, &first)) == 1) {
     if (KEY(&key, "choices")) {
-      /* descended into, each choice emitted as it ends */
+      /* descended into, each choice emitted as it ends; a second choices
+         replaces the first (last wins): the generic path */
+      if (seen_choices++) return GIVE_UP;
       ws(&s);
       if (s.p < s.e && *s.p == '[') {
         int pos = 0;
@@ -658,7 +946,7 @@ static int same_shape(out *o, const oai_chunk_state *st, const char *d, size_t l
   idx.plain = 0;
   text.p = d + st->cs; text.n = ce - st->cs; text.plain = -1;
   put_int(o, K_CONTENT);
-  if (!put_span(o, &idx) || !put_span(o, &text)) return 0;
+  if (!put_span(o, &idx) || !put_text(o, &text, F_CONTENT, o->n, 0)) return 0;
   return 1;
 }
 
@@ -686,6 +974,7 @@ void oai_chunk_free(oai_chunk_state *st) {
   free(st->tpl);
   st->tpl = NULL;
   st->len = st->tpl_cap = 0;
+  st->nhalf = 0;
 }
 
 /* Append the records of one event to the table at index t (n slots used);
@@ -694,8 +983,8 @@ int oai_chunk_records(lua_State *L, int t, int *n, const char *type, size_t type
                       const char *d, size_t len, oai_chunk_state *st, int raw) {
   out o;
   const char *p = d, *e = d + len;
-  int start = *n, r;
-  o.L = L; o.t = t; o.n = *n;
+  int start = *n, r, marks = 0;
+  o.L = L; o.t = t; o.n = *n; o.st = st;
   o.other = o.contents = 0;
   o.cp = o.ip = NULL;
   o.cn = o.in = 0;
@@ -721,12 +1010,18 @@ int oai_chunk_records(lua_State *L, int t, int *n, const char *type, size_t type
   }
   if (p == e || *p == ':') { *n = o.n; return 0; }    /* empty data, "data: : keepalive" */
   if (e - p == 6 && memcmp(p, "[DONE]", 6) == 0) {
+    if (st->nhalf > 0) flush_halves(&o, raw);
     put_int(&o, K_DONE);
     *n = o.n;
     return 1;
   }
   if (!raw) {
-    int top = lua_gettop(L);
+    int top = lua_gettop(L), nhalf = st->nhalf;
+    oai_half saved[OAI_CHUNK_HALVES];
+    /* fix_text may change the waiting halves before the fast path gives up:
+       the generic path must start from the same state (a copy only while
+       halves wait, which is rare) */
+    if (nhalf > 0) memcpy(saved, st->half, sizeof saved);
     if (st->len != 0) {
       if (same_shape(&o, st, d, len)) { *n = o.n; return 0; }
       lua_settop(L, top);
@@ -742,30 +1037,32 @@ int oai_chunk_records(lua_State *L, int t, int *n, const char *type, size_t type
     st->len = 0;
     lua_settop(L, top);
     o.n = start;   /* drop this chunk's records: it goes the generic way */
+    st->nhalf = nhalf;
+    if (nhalf > 0) memcpy(st->half, saved, sizeof saved);
     if (r == 0) {
-      /* a value failed the strict decoder: say which, from a full decode */
-      if (oai_json_decode_push(L, d, len)) {
+      /* a value failed the decoder: say which, from a full decode */
+      if (oai_json_decode_push_ex(L, d, len, OAI_JSON_LENIENT, NULL)) {
         lua_pop(L, 1);
         lua_pushliteral(L, "invalid value in chunk");
       }
+      /* the message on top */
       put_int(&o, K_BAD);
       put_lit(&o, d, len);
-      lua_pushvalue(L, -2);
       put_top(&o);
       lua_settop(L, top);
       *n = o.n;
       return 1;
     }
   }
-  if (!oai_json_decode_push(L, d, len)) {
+  if (!oai_json_decode_push_ex(L, d, len, OAI_JSON_LENIENT | OAI_JSON_MARK_EDGES, &marks)) {
+    /* the decoder's message (reason and byte offset) on top */
     put_int(&o, K_BAD);
     put_lit(&o, d, len);
-    lua_pushvalue(L, -2);
     put_top(&o);
-    lua_pop(L, 1);
     *n = o.n;
     return 1;
   }
+  if (marks > 0 || st->nhalf > 0) fix_table(L, st, marks);
   put_int(&o, K_RAW);
   put_top(&o);
   *n = o.n;

@@ -6,7 +6,13 @@
 ** bytes), integers exact, floats shortest round-trip, strings checked to be
 ** UTF-8.  Errors raise with the path to the bad value.
 ** Decode: strict RFC 8259, errors return nil plus the byte offset; nesting is
-** limited so no input can overflow the C stack.
+** limited so no input can overflow the C stack.  Stream chunks (chunk.c)
+** are decoded leniently (OAI_JSON_LENIENT): each maximal invalid UTF-8
+** subpart and each lone \u surrogate becomes U+FFFD (the WHATWG rule), and
+** with OAI_JSON_MARK_EDGES a lone surrogate half at the very start (low) or
+** end (high) of a string value is kept as its 3-byte WTF-8 form (a "mark",
+** ED A0..BF xx, never valid UTF-8) for chunk.c to join with the other half
+** from the neighbouring chunk.
 **
 ** Scratch memory lives in userdata (freed by the collector), so a Lua error
 ** at any point (including out of memory) leaks nothing.
@@ -120,6 +126,26 @@ static size_t utf8_len(const unsigned char *p, size_t n) {
     return 4;
   }
   return 0;
+}
+
+/* the length (>= 1) of the maximal subpart of the ill-formed sequence at p
+   (n bytes left): what the WHATWG decoder replaces with one U+FFFD */
+static size_t utf8_bad_len(const unsigned char *p, size_t n) {
+  unsigned c = p[0], lo = 0x80, hi = 0xBF;
+  size_t need, i;
+  if (c >= 0xC2 && c <= 0xDF) need = 1;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    need = 2;
+    if (c == 0xE0) lo = 0xA0; else if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    need = 3;
+    if (c == 0xF0) lo = 0x90; else if (c == 0xF4) hi = 0x8F;
+  } else return 1;
+  for (i = 1; i <= need && i < n; i++) {
+    if (p[i] < lo || p[i] > hi) break;
+    lo = 0x80; hi = 0xBF;
+  }
+  return i;   /* only called on an ill-formed sequence, so i <= need */
 }
 
 /* ---------------------------------------------------------------- encode */
@@ -455,6 +481,8 @@ typedef struct decoder {
   const char *err;
   const char *errp;
   int depth;
+  int flags;              /* OAI_JSON_LENIENT, OAI_JSON_MARK_EDGES */
+  int marks;              /* marks left in string values (MARK_EDGES) */
 } decoder;
 
 static int derr(decoder *D, const char *at, const char *msg) {
@@ -499,9 +527,13 @@ static char *put_utf8(char *o, unsigned cp) {
   return o;
 }
 
-/* at the opening quote: push the string */
-static int decode_string(decoder *D) {
+#define FFFD "\xEF\xBF\xBD"
+
+/* at the opening quote: push the string (key: an object key, never marked) */
+static int decode_string(decoder *D, int key) {
   const char *p = D->p + 1, *e = D->e, *start = p;
+  int lenient = D->flags & OAI_JSON_LENIENT;
+  int mark = !key && (D->flags & OAI_JSON_MARK_EDGES);
   char *o;
   /* fast path: no escapes */
   for (;;) {
@@ -515,12 +547,17 @@ static int decode_string(decoder *D) {
     if ((unsigned char)*p < 0x20) return derr(D, p, "control character in string");
     if ((unsigned char)*p >= 0x80) {
       size_t k = utf8_len((const unsigned char *)p, (size_t)(e - p));
-      if (k == 0) return derr(D, p, "invalid UTF-8 in string");
+      if (k == 0) {
+        if (!lenient) return derr(D, p, "invalid UTF-8 in string");
+        break;   /* replaced below */
+      }
       p += k;
     } else p++;
   }
-  /* escapes: unescape into the scratch buffer (an escape is never shorter
-     than what it stands for, so the input's length is enough) */
+  /* escapes (or, lenient, invalid UTF-8): unescape into the scratch buffer
+     (strict: an escape is never shorter than what it stands for, so the
+     input's length is enough; lenient: a byte may become 3, see
+     oai_json_decode_push_ex) */
   o = D->scratch;
   memcpy(o, start, (size_t)(p - start));
   o += p - start;
@@ -529,7 +566,14 @@ static int decode_string(decoder *D) {
     while (p < e && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) {
       if ((unsigned char)*p >= 0x80) {
         size_t k = utf8_len((const unsigned char *)p, (size_t)(e - p));
-        if (k == 0) return derr(D, p, "invalid UTF-8 in string");
+        if (k == 0) {
+          if (!lenient) return derr(D, p, "invalid UTF-8 in string");
+          if (p > run) { memcpy(o, run, (size_t)(p - run)); o += p - run; }
+          memcpy(o, FFFD, 3); o += 3;
+          p += utf8_bad_len((const unsigned char *)p, (size_t)(e - p));
+          run = p;
+          continue;
+        }
         p += k;
       } else p++;
     }
@@ -550,12 +594,19 @@ static int decode_string(decoder *D) {
       case 'u': {
         unsigned cp, lo;
         if (e - p < 6 || !hex4(p + 2, &cp)) return derr(D, p, "invalid \\u escape");
-        if (cp >= 0xDC00 && cp <= 0xDFFF) return derr(D, p, "lone surrogate in \\u escape");
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-          if (e - p < 12 || p[6] != '\\' || p[7] != 'u' || !hex4(p + 8, &lo) || lo < 0xDC00 || lo > 0xDFFF)
-            return derr(D, p, "lone surrogate in \\u escape");
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          p += 6;
+        if (cp >= 0xDC00 && cp <= 0xDFFF) {
+          if (!lenient) return derr(D, p, "lone surrogate in \\u escape");
+          if (mark && o == D->scratch) D->marks++;   /* a low half first: kept */
+          else cp = 0xFFFD;
+        } else if (cp >= 0xD800 && cp <= 0xDBFF) {
+          if (e - p < 12 || p[6] != '\\' || p[7] != 'u' || !hex4(p + 8, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
+            if (!lenient) return derr(D, p, "lone surrogate in \\u escape");
+            if (mark && p + 6 < e && p[6] == '"') D->marks++;   /* a high half last: kept */
+            else cp = 0xFFFD;
+          } else {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            p += 6;
+          }
         }
         o = put_utf8(o, cp);
         p += 6;
@@ -646,7 +697,7 @@ static int decode_value(decoder *D) {
   skip_ws(D);
   if (D->p >= D->e) return derr(D, D->p, "unexpected end of input");
   switch (*D->p) {
-    case '"': return decode_string(D);
+    case '"': return decode_string(D, 0);
     case '{': {
       if (++D->depth > DECODE_MAX_DEPTH) return derr(D, D->p, "nesting deeper than 512");
       luaL_checkstack(L, 4, "oai.json.decode");
@@ -658,7 +709,7 @@ static int decode_value(decoder *D) {
         skip_ws(D);
         if (D->p >= D->e) return derr(D, D->p, "unexpected end of input");
         if (*D->p != '"') return derr(D, D->p, "expected a string key");
-        if (!decode_string(D)) return 0;
+        if (!decode_string(D, 1)) return 0;
         skip_ws(D);
         if (D->p >= D->e || *D->p != ':') return derr(D, D->p, "expected ':' after object key");
         D->p++;
@@ -707,7 +758,7 @@ static int decode_value(decoder *D) {
   }
 }
 
-int oai_json_decode_push(lua_State *L, const char *s, size_t len) {
+int oai_json_decode_push_ex(lua_State *L, const char *s, size_t len, int flags, int *marks) {
   decoder D;
   int top = lua_gettop(L), boxed = 0;
   D.s = D.p = s;
@@ -717,7 +768,18 @@ int oai_json_decode_push(lua_State *L, const char *s, size_t len) {
   D.errp = s;
   D.depth = 0;
   D.scratch = NULL;
-  if (memchr(s, '\\', len) != NULL) {
+  D.flags = flags;
+  D.marks = 0;
+  if (flags & OAI_JSON_LENIENT) {
+    /* an invalid byte may become a 3-byte U+FFFD: scratch for 3x the input
+       when there is a byte that could need it (or an escape) */
+    size_t i;
+    for (i = 0; i < len; i++) if ((unsigned char)s[i] >= 0x80 || s[i] == '\\') break;
+    if (i < len) {
+      D.scratch = (char *)lua_newuserdatauv(L, len * 3, 0);
+      boxed = 1;
+    }
+  } else if (memchr(s, '\\', len) != NULL) {
     /* scratch for unescaping, collected with the box: never leaked */
     D.scratch = (char *)lua_newuserdatauv(L, len, 0);
     boxed = 1;
@@ -726,6 +788,7 @@ int oai_json_decode_push(lua_State *L, const char *s, size_t len) {
     skip_ws(&D);
     if (D.p == D.e) {
       if (boxed) lua_remove(L, -2);
+      if (marks != NULL) *marks = D.marks;
       return 1;
     }
     derr(&D, D.p, "trailing characters after the value");
@@ -733,6 +796,10 @@ int oai_json_decode_push(lua_State *L, const char *s, size_t len) {
   lua_settop(L, top);
   lua_pushfstring(L, "oai.json.decode: at byte %d: %s", (int)(D.errp - s) + 1, D.err);
   return 0;
+}
+
+int oai_json_decode_push(lua_State *L, const char *s, size_t len) {
+  return oai_json_decode_push_ex(L, s, len, 0, NULL);
 }
 
 /* json_decode(text) -> value | nil, err (err names the byte offset) */

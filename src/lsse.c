@@ -193,6 +193,7 @@ static int sse_reset(lua_State *L) {
   oai_sse_reset(&u->p);
   u->chunk.meta = 0;
   u->chunk.len = 0;
+  u->chunk.nhalf = 0;
   u->lost = 0;
   return 0;
 }

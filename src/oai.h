@@ -21,6 +21,13 @@ void oai_open_http(lua_State *L);   /* multi, request, monotime, getdate, curl_i
    error message (returns 0); encode the value at idx and push the text
    (raises with the path to an unencodable value) */
 int oai_json_decode_push(lua_State *L, const char *s, size_t len);
+/* the same for stream chunks: flags OAI_JSON_LENIENT (invalid UTF-8 and
+   lone surrogates -> U+FFFD) and OAI_JSON_MARK_EDGES (a lone half at the
+   start or end of a string value kept as its WTF-8 "mark"); *marks (if not
+   NULL) gets the number of marks left */
+#define OAI_JSON_LENIENT 1
+#define OAI_JSON_MARK_EDGES 2
+int oai_json_decode_push_ex(lua_State *L, const char *s, size_t len, int flags, int *marks);
 void oai_json_encode_push(lua_State *L, int idx);
 
 /* chunk.c: one chat.completion.chunk -> records (see lua/oai/stream.lua).
@@ -29,7 +36,15 @@ void oai_json_encode_push(lua_State *L, int idx);
    was nothing but one content delta, kept as a template (a stream's
    chunks usually differ only in that text). */
 #define OAI_CHUNK_TEMPLATE_MAX 4096
+#define OAI_CHUNK_HALVES 8
+typedef struct oai_half {       /* a high surrogate half that ended a text delta */
+  double idx, tool;             /* choice index, tool-call index (-1: none) */
+  int field;                    /* chunk.c's F_CONTENT .. F_ARGS */
+  unsigned hi;                  /* the half, 0xD800..0xDBFF */
+} oai_half;
 typedef struct oai_chunk_state {
+  oai_half half[OAI_CHUNK_HALVES];   /* halves waiting for their low half */
+  int nhalf;
   unsigned long long meta;      /* hash of the last chunk metadata handed out */
   char *tpl;                    /* the template (malloc'ed), tpl_cap bytes */
   size_t len, tpl_cap;          /* template length, 0: none */
