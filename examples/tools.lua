@@ -45,7 +45,7 @@ local question = "What are the weather and the local time in Paris? (city=Paris)
 print("user: " .. question)
 
 local started = false
-local final, err, messages = tools:run(client, {
+local final, err, _, messages = tools:run(client, {
   model = model,
   messages = { oai.system "Answer briefly; use the tools.", oai.user(question) },
 }, {

@@ -71,14 +71,14 @@ function M.completions()
   if type(req.max_tokens) ~= "number" or req.max_tokens > MAX_TOKENS then req.max_tokens = MAX_TOKENS end
 
   if req.stream ~= true then
-    local res, err = get_client():chat(req)
+    local res, _, err = get_client():chat(req)
     if not res then return send_error(err) end
     ngx.header["content-type"] = "application/json"
     return ngx.print(json_encode(res))
   end
 
   -- errors before the first byte still get a proper status
-  local stream, err = get_client():stream(req)
+  local stream, _, err = get_client():stream(req)
   if not stream then return send_error(err) end
   ngx.header["content-type"] = "text/event-stream"
   ngx.header["cache-control"] = "no-cache"
@@ -91,7 +91,7 @@ function M.completions()
       return
     end
   end
-  local _, serr = stream:result()
+  local _, _, serr = stream:result()
   if serr then
     ngx.log(ngx.ERR, "oai: upstream stream failed: ", tostring(serr))
     -- the headers are gone: the error travels as an event, as OpenAI sends them
@@ -104,7 +104,7 @@ end
 
 --- GET /v1/models
 function M.models()
-  local models, err = get_client():models()
+  local models, _, err = get_client():models()
   if not models then return send_error(err) end
   return send_json(200, { object = "list", data = models })
 end
@@ -123,7 +123,7 @@ function M.chat()
       return
     end
   end
-  local _, serr = stream:result()
+  local _, _, serr = stream:result()
   if serr then
     -- the 200 is gone: log why, and tell the reader the text is cut
     ngx.log(ngx.ERR, "oai: upstream stream failed: ", tostring(serr))

@@ -13,6 +13,7 @@
 --- message and its tool messages are sent together or not at all.
 local core = require "oai.native"
 local errors = require "oai.errors"
+local fail = errors.fail
 local messages = require "oai.messages"
 
 local json_encode, json_decode = core.json_encode, core.json_decode
@@ -413,14 +414,15 @@ end
 ---@param request? table request fields (model, temperature, tools, ...) without messages
 ---@param opts? table per-call client options
 ---@return table? completion
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Conversation:send(client, request, opts)
   check_client(client, "conv:send")
   local req = self:_request(request, "conv:send", 2)
-  local res, err = client:chat(req, opts)
-  if not res then return nil, err end
+  local res, msg, err = client:chat(req, opts)
+  if not res then return nil, msg, err end
   local ok, cerr = commit(self, res, req.model)
-  if not ok then return nil, cerr end
+  if not ok then return fail(cerr) end
   return res
 end
 
@@ -433,6 +435,7 @@ local CALLBACKS = { "on_text", "on_reasoning", "on_tool_call", "on_event", "on_d
 ---@param request? table request fields without messages
 ---@param opts? table per-call client options and stream callbacks
 ---@return oai.Stream? stream
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Conversation:stream(client, request, opts)
   check_client(client, "conv:stream")
@@ -460,13 +463,13 @@ function Conversation:stream(client, request, opts)
     end
     opts = o
   end
-  local s, err = client:stream(req, opts)
-  if not s then return nil, err end
+  local s, msg, err = client:stream(req, opts)
+  if not s then return nil, msg, err end
   local result = s.result
   s.result = function(st)
-    local res, rerr = result(st)
+    local res, rmsg, rerr = result(st)
     finish(res)
-    return res, rerr
+    return res, rmsg, rerr
   end
   if not callbacks then
     for _, name in ipairs({ "text", "events", "chunks" }) do
@@ -492,6 +495,7 @@ end
 ---@param request? table request fields without messages
 ---@param opts? oai.RunOptions
 ---@return table? final
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Conversation:run(client, tools, request, opts)
   check_client(client, "conv:run")
@@ -508,9 +512,9 @@ function Conversation:run(client, tools, request, opts)
     replies[#replies + 1] = res
     if on_response then on_response(res, round) end
   end
-  local final, err, history = tools:run(client, req, o)
+  local final, msg, err, history = tools:run(client, req, o)
   for _, r in ipairs(replies) do self:_record(r, req.model) end
-  if not final then return nil, err end
+  if not final then return nil, msg, err end
   for i = #req.messages + 1, #history do
     self._messages[#self._messages + 1] = history[i]
   end
@@ -555,12 +559,13 @@ function Conversation:to_json()
 end
 
 local function bad(path, problem)
-  return nil, errors.new({ kind = "schema", path = path, message = "not a saved conversation: " .. path .. ": " .. problem })
+  return fail(errors.new({ kind = "schema", path = path, message = "not a saved conversation: " .. path .. ": " .. problem })
 end
 
 --- A conversation from conv:to_json() text.
 ---@param text string
 ---@return oai.Conversation? conv
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err kind "schema" (invalid JSON or not a saved conversation)
 function M.from_json(text)
   if type(text) ~= "string" then error("oai.conversation.from_json: expected a string", 2) end

@@ -115,6 +115,19 @@ function M.new(fields, secret)
   return setmetatable(fields, Error)
 end
 
+--- fail(err) -> nil, message, err: how every public function reports a
+--- runtime failure.  The message (tostring(err)) comes second so that
+--- `assert(client:chat(...))` raises a readable string on every runtime
+--- (Lua 5.1's assert takes only a string); the table with kind, status,
+--- partial, ... comes third.
+---@param err oai.Error
+---@return nil
+---@return string message
+---@return oai.Error err
+function M.fail(err)
+  return nil, tostring(err), err
+end
+
 -- transport failure name -> kind; every other name is "network".  The one
 -- mapping for both transports, chat and streams (plain and event-stream
 -- bodies alike).

@@ -56,7 +56,7 @@ local function drive_callbacks(s, opts)
       on_text(text)
     end
   end
-  local res, err = s:result()
+  local res, _, err = s:result()
   if opts.on_done then opts.on_done(res, err) end
 end
 
@@ -71,7 +71,7 @@ local CONSUMED = "callbacks already consume this stream; use on_text or call cli
 -- the task's body: open, then feed the callbacks
 local function drive(h, open, opts)
   h._co = co_running()
-  local s, err = open()
+  local s, _, err = open()
   if not s then
     if h._canceled then err = errors.new({ kind = "canceled", message = "stream canceled" }) end
     h._err = err
@@ -117,6 +117,7 @@ end
 --- Wait until the stream has ended and on_done has run: the completion, or
 --- nil, err (err.partial holds what was accumulated).
 ---@return table? completion
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Handle:result()
   local s = self._stream
@@ -128,7 +129,7 @@ function Handle:result()
   self.task:wait()
   s = self._stream
   if s then return s:result() end
-  return nil, self._err
+  return errors.fail(self._err)
 end
 
 --- The completion accumulated so far (empty while connecting).

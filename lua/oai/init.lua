@@ -5,6 +5,7 @@
 local core = require "oai.native"
 local loop = require "oai.loop"
 local errors = require "oai.errors"
+local fail = errors.fail
 local stream_mod = require "oai.stream"
 local handle_mod = require "oai.handle"
 
@@ -509,12 +510,15 @@ local function json_call(self, method, path, body, call)
   local key = secrets[self]
   if call and call.api_key ~= nil then key = call.api_key end
   local req, attempts, t0 = self:_send(method, path, body, call, false)
-  if not req then return nil, attempts end
+  if not req then return fail(attempts) end
   local doc, err = decode_body(req, key)
   if doc then remember(doc, req, attempts, t0) end
-  if err then err.attempts = attempts end
   req:close()
-  return doc, err
+  if err then
+    err.attempts = attempts
+    return fail(err)
+  end
+  return doc
 end
 
 --- POST /chat/completions (non-streamed).  A request with `stream = true`
@@ -522,12 +526,13 @@ end
 ---@param request table the Chat Completions request, sent as given
 ---@param opts? table per-call options (any client option, `headers`)
 ---@return table? completion
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Client:chat(request, opts)
   if type(request) ~= "table" then error("client:chat: request must be a table", 2) end
   if request.stream == true and self.stream then
-    local s, err = self:stream(request, opts)
-    if not s then return nil, err end
+    local s, msg, err = self:stream(request, opts)
+    if not s then return nil, msg, err end
     return s:result()
   end
   return json_call(self, "POST", "/chat/completions", encode(request, 2), opts)
@@ -567,7 +572,7 @@ local function open_stream(self, body, json, added_usage, base, o, opts)
     body.stream_options = nil
     req, attempts, t0 = self:_send("POST", "/chat/completions", encode(body, 3), opts, true)
   end
-  if not req then return nil, attempts end
+  if not req then return fail(attempts) end
   local key = secrets[self]
   if opts and opts.api_key ~= nil then key = opts.api_key end
   local meta = { status = req:status(), _raw = req:raw_headers(),
@@ -592,6 +597,7 @@ end
 ---@param request table
 ---@param opts? table per-call options and callbacks
 ---@return oai.Stream|oai.StreamHandle|nil stream
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Client:stream(request, opts)
   if type(request) ~= "table" then error("client:stream: request must be a table", 2) end
@@ -607,13 +613,14 @@ end
 
 --- GET /models -> array of model objects
 ---@return table? models
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Client:models(opts)
-  local doc, err = json_call(self, "GET", "/models", nil, opts)
-  if not doc then return nil, err end
+  local doc, msg, err = json_call(self, "GET", "/models", nil, opts)
+  if not doc then return nil, msg, err end
   local data = doc.data
   if type(data) ~= "table" then
-    return nil, errors.new({ kind = "protocol", message = "models response has no data array" })
+    return fail(errors.new({ kind = "protocol", message = "models response has no data array" }))
   end
   metadata[data] = metadata[doc]
   return data
@@ -623,6 +630,7 @@ end
 ---@param path string
 ---@param opts? table per-call options
 ---@return any? decoded
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Client:get(path, opts)
   if type(path) ~= "string" then error("client:get: path must be a string", 2) end
@@ -635,6 +643,7 @@ end
 ---@param body? table|string
 ---@param opts? table per-call options
 ---@return any? decoded
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Client:post(path, body, opts)
   if type(path) ~= "string" then error("client:post: path must be a string", 2) end

@@ -159,8 +159,9 @@ function M.image_type(bytes)
   return nil
 end
 
+-- nil, message, err (errors.fail) for a file that cannot be used
 local function file_error(path, code, message)
-  return errors.new({ kind = "file", code = code, path = path, message = message })
+  return errors.fail(errors.new({ kind = "file", code = code, path = path, message = message }))
 end
 
 ---@class oai.ImageFileOptions
@@ -172,6 +173,7 @@ end
 ---@param path string
 ---@param opts? oai.ImageFileOptions
 ---@return oai.ContentPart? part
+---@return string? message of the failure
 ---@return oai.Error? err kind "file", code "unreadable" | "too_large" | "unsupported_type"
 function M.image_file(path, opts)
   if type(path) ~= "string" then error("oai.image_file: path must be a string", 2) end
@@ -182,17 +184,17 @@ function M.image_file(path, opts)
   -- and a directory reports a bogus size (stat, where the core has it)
   local kind = file_kind and file_kind(path)
   if kind and kind ~= "file" then
-    return nil, file_error(path, "unreadable", "cannot read image " .. path
+    return file_error(path, "unreadable", "cannot read image " .. path
       .. ": not a regular file (" .. (kind == "other" and "special file" or kind) .. ")")
   end
   local f, oerr = io_open(path, "rb")
   if not f then
-    return nil, file_error(path, "unreadable", "cannot open image: " .. tostring(oerr))
+    return file_error(path, "unreadable", "cannot open image: " .. tostring(oerr))
   end
   local size = f:seek("end")
   if size and size > max then
     f:close()
-    return nil, file_error(path, "too_large", ("image %s is %d bytes, more than max_bytes (%d)")
+    return file_error(path, "too_large", ("image %s is %d bytes, more than max_bytes (%d)")
       :format(path, size, max))
   end
   f:seek("set", 0)
@@ -203,15 +205,15 @@ function M.image_file(path, opts)
   f:close()
   if bytes == nil and rerr == nil then bytes = "" end   -- an empty file
   if not bytes then
-    return nil, file_error(path, "unreadable", "cannot read image " .. path .. ": " .. tostring(rerr))
+    return file_error(path, "unreadable", "cannot read image " .. path .. ": " .. tostring(rerr))
   end
   if #bytes > max then
-    return nil, file_error(path, "too_large", ("image %s is more than max_bytes (%d)")
+    return file_error(path, "too_large", ("image %s is more than max_bytes (%d)")
       :format(path, max))
   end
   local mime = M.image_type(bytes)
   if not mime then
-    return nil, file_error(path, "unsupported_type",
+    return file_error(path, "unsupported_type",
       "image " .. path .. " is not PNG, JPEG, GIF or WebP (by its first bytes)")
   end
   return { type = "image_url", image_url = {

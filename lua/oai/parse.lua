@@ -20,7 +20,7 @@ local M = {}
 local function fail(kind, message, fields)
   fields = fields or {}
   fields.kind, fields.message = kind, message
-  return nil, errors.new(fields)
+  return errors.fail(errors.new(fields))
 end
 
 -- the JSON inside a ```json fence (some gateways add one in json_object mode)
@@ -54,6 +54,7 @@ end
 ---@param completion table a completion (non-streamed shape)
 ---@param response_format table the request's response_format
 ---@return any value the decoded JSON (oai.null for null)
+---@return string? message of the failure
 ---@return oai.Error? err kind "refusal" | "length" | "schema"
 function M.reply(completion, response_format)
   local sch, name = format_of(response_format, "oai.parse_reply", 2)
@@ -123,24 +124,25 @@ function M.install(oai, Client)
   ---@param request table
   ---@param opts? table per-call client options, `stream`
   ---@return any value the decoded answer
+  ---@return string? message of the failure
   ---@return oai.Error? err kind "refusal" | "length" | "schema" | a request error
   ---@return table? completion on success, the completion
   function C:parse(request, opts)
     if type(request) ~= "table" then error("client:parse: request must be a table", 2) end
     local rf = request.response_format
     local sch, name = format_of(rf, "client:parse", 2)
-    local res, err
+    local res, msg, err
     if opts and opts.stream then
       local s
-      s, err = self:stream(request, opts)
-      if s then res, err = s:result() end
+      s, msg, err = self:stream(request, opts)
+      if s then res, msg, err = s:result() end
     else
-      res, err = self:chat(request, opts)
+      res, msg, err = self:chat(request, opts)
     end
-    if not res then return nil, err end
-    local value, perr = M._check(res, rf, sch, name)
-    if perr then return nil, perr end
-    return value, nil, res
+    if not res then return nil, msg, err end
+    local value, pmsg, perr = M._check(res, rf, sch, name)
+    if perr then return nil, pmsg, perr end
+    return value, nil, nil, res
   end
 
   oai.parse_reply = M.reply

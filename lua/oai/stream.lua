@@ -8,6 +8,7 @@
 local core = require "oai.native"
 local loop = require "oai.loop"
 local errors = require "oai.errors"
+local fail = errors.fail
 
 local null = core.null
 local json_decode, json_encode = core.json_decode, core.json_encode
@@ -689,6 +690,7 @@ end
 --- Wait for the end: the completion (non-streamed shape), or nil, err with
 --- err.partial holding everything accumulated so far.
 ---@return table? completion
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err
 function Stream:result()
   -- drain: content records of known choices inline (the common case), the
@@ -706,7 +708,7 @@ function Stream:result()
       break
     end
   end
-  if self.err then return nil, self.err end
+  if self.err then return fail(self.err) end
   if self._result == nil then
     self._result = self.acc:completion()
     if self.ctx.remember then self.ctx.remember(self._result) end

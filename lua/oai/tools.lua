@@ -274,8 +274,8 @@ end
 
 local function ask(client, req, opts)
   if opts.stream then
-    local s, err = client:stream(req, opts)
-    if not s then return nil, err end
+    local s, msg, err = client:stream(req, opts)
+    if not s then return nil, msg, err end
     return s:result()
   end
   return client:chat(req, opts)
@@ -299,6 +299,7 @@ local call_ids = 0
 ---@param request table a Chat Completions request
 ---@param opts? oai.RunOptions
 ---@return table? final the last completion (a reply without tool calls)
+---@return string? message of the failure (tostring(err))
 ---@return oai.Error? err the request's error, or kind "tool_loop" after max_rounds (err.messages)
 ---@return oai.Message[] messages the whole history: request.messages and every message added
 function Toolset:run(client, request, opts)
@@ -329,20 +330,24 @@ function Toolset:run(client, request, opts)
       send[i] = (added[m] and not keep) and messages.without_reasoning(m) or m
     end
     req.messages = send
-    local res, err = ask(client, req, opts)
-    if not res then return nil, err, history end
+    local res, emsg, err = ask(client, req, opts)
+    if not res then
+      err.messages = err.messages or history
+      return nil, emsg, err, history
+    end
     last = res
     if opts.on_response then opts.on_response(res, round) end
     local choice = type(res.choices) == "table" and res.choices[1]
     local msg = type(choice) == "table" and choice.message
     if type(msg) ~= "table" then
-      return nil, errors.new({ kind = "protocol", message = "the reply has no choices[1].message" }), history
+      local perr = errors.new({ kind = "protocol", message = "the reply has no choices[1].message", messages = history })
+      return nil, tostring(perr), perr, history
     end
     local reply = messages.from_reply(msg)
     history[#history + 1] = reply
     added[reply] = true
     local calls = reply.tool_calls
-    if not calls then return res, nil, history end
+    if not calls then return res, nil, nil, history end
     for _, c in ipairs(calls) do
       if type(c.id) ~= "string" or c.id == "" then
         call_ids = call_ids + 1
@@ -354,11 +359,12 @@ function Toolset:run(client, request, opts)
     local tc = base.tool_choice
     if tc == "required" or type(tc) == "table" then base.tool_choice = nil end
   end
-  return nil, errors.new({
+  local lerr = errors.new({
     kind = "tool_loop",
     message = ("the model still calls tools after %d rounds (max_rounds)"):format(max_rounds),
     rounds = max_rounds, messages = history, completion = last,
-  }), history
+  })
+  return nil, tostring(lerr), lerr, history
 end
 
 --- Install oai.tools(specs).
