@@ -559,7 +559,7 @@ function Conversation:to_json()
 end
 
 local function bad(path, problem)
-  return fail(errors.new({ kind = "schema", path = path, message = "not a saved conversation: " .. path .. ": " .. problem })
+  return fail(errors.new({ kind = "schema", path = path, message = "not a saved conversation: " .. path .. ": " .. problem }))
 end
 
 --- A conversation from conv:to_json() text.
