@@ -96,7 +96,7 @@ local function turn(text)
   oai.core.sigint_trap(false)
   if canceled then io.write(dim("\n[canceled]")) end
   io.write("\n")
-  local res, rerr = stream:result()
+  local res, _, rerr = stream:result()
   if not res then
     if not canceled then io.write(bold("error: "), tostring(rerr), "\n") end
     table.remove(messages)

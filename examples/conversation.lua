@@ -40,7 +40,7 @@ local stream = assert(conv:stream(client))
 io.write("assistant: ")
 for text in stream:text() do io.write(text); io.flush() end
 print()
-local ok, err = stream:result()
+local ok, _, err = stream:result()
 if not ok then print("(stream failed: " .. tostring(err) .. ")") end
 
 -- 3. a failed turn appends nothing: retrying is one call

@@ -1,6 +1,7 @@
 -- The client against the local server: requests, errors, retries, timeouts,
 -- TLS, HTTP/2, connection reuse, tasks.
 local oai = require "oai"
+local two = require("helpers").two
 local server = require "server"
 
 local KEY = "sk-test-0123456789abcdef"
@@ -24,7 +25,7 @@ describe("oai client", function()
   local function chat(headers, extra)
     local req = { model = "test-model", messages = { user("hello there") } }
     for k, v in pairs(extra or {}) do req[k] = v end
-    return client:chat(req, { headers = headers })
+    return two(client:chat(req, { headers = headers }))
   end
 
   describe("chat", function()
@@ -49,7 +50,7 @@ describe("oai client", function()
         enable_thinking = false, llmgw_thinking = { budget = 100 }, reasoning_effort = "low",
         tools = oai.array(), temperature = 0.5, max_tokens = 7, logit_bias = { ["50256"] = -100 },
       }
-      local res, err = client:chat(req)
+      local res, _, err = client:chat(req)
       assert.is_nil(err)
       assert.truthy(res)
       local r = srv:last_request()
@@ -107,7 +108,7 @@ describe("oai client", function()
 
   describe("models, get and post", function()
     it("lists models", function()
-      local models, err = client:models()
+      local models, _, err = client:models()
       assert.is_nil(err)
       assert.truthy(#models >= 3)
       assert.equal("test-model", models[1].id)
@@ -146,7 +147,7 @@ describe("oai client", function()
 
     it("reports connection failures as kind network with the libcurl name", function()
       local c = oai.new { base_url = "http://127.0.0.1:1/v1", api_key = KEY, max_retries = 0 }
-      local _, err = c:chat { model = "m", messages = { user("x") } }
+      local _, _, err = c:chat { model = "m", messages = { user("x") } }
       assert.equal("network", err.kind)
       assert.equal("COULDNT_CONNECT", err.name)
       assert.equal(1, err.attempts)
@@ -163,7 +164,7 @@ describe("oai client", function()
     it("never shows the API key, even when the server echoes it", function()
       srv:script("echo-key", { { status = 500, headers = { ["content-type"] = "text/plain" } },
                                { send = "bad key " .. KEY .. " here" } })
-      local _, err = client:chat({ model = "m", messages = { user("x") } },
+      local _, _, err = client:chat({ model = "m", messages = { user("x") } },
         { headers = { ["x-test-script"] = "echo-key" }, max_retries = 0 })
       assert.equal("http", err.kind)
       assert.falsy(err.body:find(KEY, 1, true))
@@ -203,10 +204,10 @@ describe("oai client", function()
       assert.truthy(c:models())
       local s = assert(c:stream(req))
       assert.truthy(s:result())
-      local _, err = c:chat(req, { headers = { ["x-test-status"] = "401" } })
+      local _, _, err = c:chat(req, { headers = { ["x-test-status"] = "401" } })
       assert.truthy(err)
       local fs = assert(c:stream(req, { headers = { ["x-test-drop"] = "mid-stream" } }))
-      local _, serr = fs:result()
+      local _, _, serr = fs:result()
       assert.truthy(serr)
       assert.equal("Bearer " .. KEY, srv:last_request().headers["authorization"])
       assert.is_nil(find_in(c, KEY))
@@ -220,7 +221,7 @@ describe("oai client", function()
       srv:script("echo-envelope", { { status = 401, headers = { ["content-type"] = "application/json" } },
         { send = oai.json.encode { error = { message = "bad key " .. KEY, code = KEY, type = "auth",
           param = { nested = { "x" .. KEY .. "y" }, [KEY] = true } } } } })
-      local _, err = client:chat({ model = "m", messages = { user("x") } },
+      local _, _, err = client:chat({ model = "m", messages = { user("x") } },
         { headers = { ["x-test-script"] = "echo-envelope" }, max_retries = 0 })
       assert.equal("api", err.kind)
       assert.equal("bad key [REDACTED]", err.message)
@@ -239,7 +240,7 @@ describe("oai client", function()
         { send = sse(chunk, { error = { message = "bad key " .. KEY, code = KEY, details = { KEY } } }) } })
       local s = assert(client:stream({ model = "m", messages = { user("x") } },
         { headers = { ["x-test-script"] = "echo-stream" }, max_retries = 0 }))
-      local _, err = s:result()
+      local _, _, err = s:result()
       assert.equal("api", err.kind)
       assert.equal("bad key [REDACTED]", err.error.message)
       assert.equal("[REDACTED]", err.code)
@@ -317,7 +318,7 @@ describe("oai client", function()
       assert.equal("oai.client (http://***@127.0.0.1:1/v1)", tostring(c))
       local err = oai.errors.new({ kind = "network", message = "cannot reach http://user:pa55word@127.0.0.1:1/v1" })
       assert.equal("cannot reach http://***@127.0.0.1:1/v1", err.message)
-      local _, e = c:chat { model = "m", messages = { user("x") } }
+      local _, _, e = c:chat { model = "m", messages = { user("x") } }
       assert.falsy(tostring(e):find("pa55word", 1, true))
     end)
   end)
@@ -328,7 +329,7 @@ describe("oai client", function()
 
     it("retries 429 and 5xx up to max_retries, counting attempts", function()
       local t0 = oai.core.monotime()
-      local _, err = client:chat({ model = "m", messages = { user("x") } },
+      local _, _, err = client:chat({ model = "m", messages = { user("x") } },
         { headers = { ["x-test-status"] = "503", ["x-test-retry-after-ms"] = "10" } })
       assert.equal(503, err.status)
       assert.equal(3, err.attempts)
@@ -404,7 +405,7 @@ describe("oai client", function()
     end)
 
     it("retries dropped connections", function()
-      local _, err = client:chat({ model = "m", messages = { user("x") } },
+      local _, _, err = client:chat({ model = "m", messages = { user("x") } },
         { headers = { ["x-test-drop"] = "before-headers" }, max_retries = 1 })
       assert.equal("network", err.kind)
       assert.equal(2, err.attempts)
@@ -417,7 +418,7 @@ describe("oai client", function()
   describe("timeouts", function()
     it("enforces the total timeout", function()
       local t0 = oai.core.monotime()
-      local _, err = client:chat({ model = "m", messages = { user("x") } },
+      local _, _, err = client:chat({ model = "m", messages = { user("x") } },
         { headers = { ["x-test-delay-ms"] = "3000" }, timeout = 0.3, max_retries = 0 })
       assert.equal("timeout", err.kind)
       assert.equal("OPERATION_TIMEDOUT", err.name)
@@ -426,7 +427,7 @@ describe("oai client", function()
 
     it("enforces the idle timeout when no byte arrives", function()
       local t0 = oai.core.monotime()
-      local _, err = client:chat({ model = "m", messages = { user("x") } },
+      local _, _, err = client:chat({ model = "m", messages = { user("x") } },
         { headers = { ["x-test-stall-ms"] = "4000" }, idle_timeout = 1, max_retries = 0 })
       assert.equal("timeout", err.kind)
       local dt = oai.core.monotime() - t0
@@ -449,7 +450,7 @@ describe("oai client", function()
       socket.sleep(0.1)
       local c = oai.new { base_url = "http://127.0.0.1:" .. port .. "/v1", connect_timeout = 0.3, max_retries = 0 }
       local t0 = oai.core.monotime()
-      local _, err = c:chat { model = "m", messages = { user("x") } }
+      local _, _, err = c:chat { model = "m", messages = { user("x") } }
       local dt = oai.core.monotime() - t0
       for i = 1, 3 do fill[i]:close() end
       l:close()
@@ -461,7 +462,7 @@ describe("oai client", function()
   describe("TLS", function()
     it("verifies the server with the generated CA and uses HTTP/2", function()
       local c = oai.new { base_url = srv.tls_url, api_key = KEY, ca_file = srv.ca_file }
-      local res, err = c:chat { model = "m", messages = { user("tls") } }
+      local res, _, err = c:chat { model = "m", messages = { user("tls") } }
       assert.is_nil(err)
       assert.equal("Hello! You said: tls", res.choices[1].message.content)
       local r = srv:last_request()
@@ -471,7 +472,7 @@ describe("oai client", function()
 
     it("fails verification against an unknown CA", function()
       local c = oai.new { base_url = srv.tls_url, ca_file = srv.other_ca_file, max_retries = 0 }
-      local _, err = c:chat { model = "m", messages = { user("x") } }
+      local _, _, err = c:chat { model = "m", messages = { user("x") } }
       assert.equal("network", err.kind)
       assert.equal("SSL_CACERT", err.name)
       assert.equal(0, #srv:requests())
@@ -547,7 +548,7 @@ describe("oai client", function()
       local t0 = oai.core.monotime()
       for i = 1, 100 do
         oai.spawn(function()
-          local res, err = client:chat({ model = "m", messages = { user("n" .. i) } },
+          local res, _, err = client:chat({ model = "m", messages = { user("n" .. i) } },
             { headers = { ["x-test-delay-ms"] = "200" } })
           assert(res, err)
           results[i] = res.choices[1].message.content

@@ -19,10 +19,10 @@ end
 -- one turn: conv:send, or conv:stream and its result()
 local function turn(conv, client, stream, request, opts)
   request = request or { model = "test-model" }
-  if not stream then return conv:send(client, request, opts) end
-  local s, err = conv:stream(client, request, opts)
+  if not stream then return helpers.two(conv:send(client, request, opts)) end
+  local s, _, err = conv:stream(client, request, opts)
   if not s then return nil, err end
-  return s:result()
+  return helpers.two(s:result())
 end
 
 local function tool_turn(id_prefix, n)
@@ -266,7 +266,7 @@ describe("oai.conversation", function()
       assert.truthy(it())
       s:cancel()
       assert.is_nil(it())
-      local res, err = s:result()
+      local res, _, err = s:result()
       assert.is_nil(res)
       assert.equal("canceled", err.kind)
       assert.equal(9, count())
@@ -380,7 +380,7 @@ describe("oai.conversation", function()
       assert.equal(2, conv:usage().requests)
       -- a loop that fails appends nothing (but its replies count)
       conv:user "get_time city=Rome"
-      local res, err = conv:run(client, tools, nil, { stream = stream, max_rounds = 2,
+      local res, _, err = conv:run(client, tools, nil, { stream = stream, max_rounds = 2,
         headers = { ["x-test-tool-mode"] = "forever" } })
       assert.is_nil(res)
       assert.equal("tool_loop", err.kind)
@@ -458,7 +458,7 @@ describe("oai.conversation", function()
         { '{"version":1,"messages":[],"max_chars":0}', "$.max_chars" },
       }
       for _, c in ipairs(cases) do
-        local conv, err = oai.conversation.from_json(c[1])
+        local conv, _, err = oai.conversation.from_json(c[1])
         assert.is_nil(conv)
         assert.equal("schema", err.kind)
         assert.equal(c[2], err.path)

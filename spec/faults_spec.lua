@@ -2,6 +2,7 @@
 -- err.kind, keeps what it can, never shows the API key, and leaves the
 -- client usable for the next request.
 local oai = require "oai"
+local two = require("helpers").two
 local server = require "server"
 
 local KEY = "sk-faults-5ecret-0123456789"
@@ -22,10 +23,10 @@ describe("fault matrix", function()
   local function run(mode, opts, c)
     c = c or client
     local req = { model = "m", messages = { user("fault") } }
-    if mode == "chat" then return c:chat(req, opts) end
-    local s, err = c:stream(req, opts)
+    if mode == "chat" then return two(c:chat(req, opts)) end
+    local s, _, err = c:stream(req, opts)
     if not s then return nil, err end
-    return s:result()
+    return two(s:result())
   end
 
   local function check(err, kind)
@@ -254,11 +255,11 @@ describe("hostile wire", function()
     local req = { model = "m", messages = { user("wire") } }
     local t0 = oai.core.monotime()
     local res, err
-    if mode == "chat" then res, err = c:chat(req, opts)
+    if mode == "chat" then res, err = two(c:chat(req, opts))
     else
       local st
-      st, err = c:stream(req, opts)
-      if st then res, err = st:result() end
+      st, _, err = c:stream(req, opts)
+      if st then res, err = two(st:result()) end
     end
     s.stop()
     return res, err, oai.core.monotime() - t0

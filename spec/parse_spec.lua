@@ -128,9 +128,9 @@ describe("client:parse", function()
   before_each(function() srv:clear() end)
 
   local function parse(stream, schema, mode, rf)
-    return client:parse({ model = "structured", messages = { oai.user "Tell me about Ada" },
+    return helpers.two(client:parse({ model = "structured", messages = { oai.user "Tell me about Ada" },
       response_format = rf or format(schema) },
-      { stream = stream, headers = mode and { ["x-test-structured"] = mode } or nil })
+      { stream = stream, headers = mode and { ["x-test-structured"] = mode } or nil }))
   end
 
   ways("returns the decoded answer", function(stream)
@@ -214,7 +214,7 @@ describe("client:parse", function()
   end
 
   ways("passes request errors through", function(stream)
-    local value, err = client:parse({ model = "structured", messages = { oai.user "x" }, response_format = format() },
+    local value, _, err = client:parse({ model = "structured", messages = { oai.user "x" }, response_format = format() },
       { stream = stream, headers = { ["x-test-status"] = "429" } })
     assert.is_nil(value)
     assert.equal("api", err.kind)
@@ -241,14 +241,14 @@ describe("client:parse", function()
     -- a ```json fence some gateways add
     assert.same({ a = 1 }, oai.parse_reply(reply('```json\n{"a":1}\n```'), { type = "json_object" }))
     assert.equal(false, oai.parse_reply(reply("false"), format({ type = "boolean" })))
-    local v, err = oai.parse_reply(reply("[1]"), { type = "json_object" })
+    local v, _, err = oai.parse_reply(reply("[1]"), { type = "json_object" })
     assert.is_nil(v)
     assert.equal("$: expected a JSON object, got array", err.message)
-    v, err = oai.parse_reply(reply(null), format())
+    v, _, err = oai.parse_reply(reply(null), format())
     assert.equal("the reply has no content", err.message)
-    v, err = oai.parse_reply(reply('{"a":1}', "content_filter"), format())
+    v, _, err = oai.parse_reply(reply('{"a":1}', "content_filter"), format())
     assert.equal("refusal", err.kind)
-    v, err = oai.parse_reply({ choices = {} }, format())
+    v, _, err = oai.parse_reply({ choices = {} }, format())
     assert.equal("protocol", err.kind)
   end)
 end)

@@ -245,7 +245,7 @@ describe("oai.tools", function()
       local log, events = {}, {}
       local tools = make_tools(log)
       local req = request("get_weather city=Paris, get_time get_time.city=Tokyo")
-      local final, err, messages = tools:run(client, req, {
+      local final, _, err, messages = tools:run(client, req, {
         stream = stream, parallel = true, max_rounds = 5,
         headers = { ["x-test-tool-rounds"] = "2" },
         on_call = function(c, args) events[#events + 1] = "call " .. c["function"].name .. " " .. args.city end,
@@ -315,7 +315,7 @@ describe("oai.tools", function()
     for _, mode in ipairs({ "invalid-json", "unknown-tool", "missing-required", "wrong-type" }) do
       ways("reports " .. mode .. " arguments back, then the model corrects them", function(stream)
         local log = {}
-        local final, err, messages = make_tools(log):run(client,
+        local final, _, err, messages = make_tools(log):run(client,
           request("get_time city=Lima and get_weather city=Lima"),
           { stream = stream, headers = { ["x-test-tool-mode"] = mode } })
         assert.is_nil(err)
@@ -336,7 +336,7 @@ describe("oai.tools", function()
       local got
       local tools = make_tools({}, { get_time = { parameters = TIME_PARAMS,
         handler = function(args) got = args; return "t" end } })
-      local final, err, messages = tools:run(client, request("get_time city=Oslo"),
+      local final, _, err, messages = tools:run(client, request("get_time city=Oslo"),
         { stream = stream, headers = { ["x-test-tool-mode"] = "object-args" } })
       assert.is_nil(err)
       assert.same({ city = "Oslo" }, got)
@@ -352,7 +352,7 @@ describe("oai.tools", function()
         get_time = { parameters = TIME_PARAMS, handler = function() error("clock is broken") end },
         get_weather = { parameters = WEATHER_PARAMS, handler = function() return nil, "no station in " .. "Nowhere" end },
       }
-      local final, err, messages = tools:run(client, request("get_time get_weather city=Nowhere"), {
+      local final, _, err, messages = tools:run(client, request("get_time get_weather city=Nowhere"), {
         stream = stream, parallel = true,
         on_result = function(c, text, e) seen[#seen + 1] = { c["function"].name, text, e } end,
       })
@@ -384,7 +384,7 @@ describe("oai.tools", function()
 
     ways("stops after max_rounds with a tool_loop error and the messages so far", function(stream)
       local log = {}
-      local final, err, messages = make_tools(log):run(client, request("get_time city=Bern"),
+      local final, _, err, messages = make_tools(log):run(client, request("get_time city=Bern"),
         { stream = stream, max_rounds = 3, headers = { ["x-test-tool-mode"] = "forever" } })
       assert.is_nil(final)
       assert.equal("tool_loop", err.kind)
@@ -398,7 +398,7 @@ describe("oai.tools", function()
     end)
 
     ways("returns a request's error with the messages so far", function(stream)
-      local final, err, messages = make_tools({}):run(client, request("get_time city=Bern"),
+      local final, _, err, messages = make_tools({}):run(client, request("get_time city=Bern"),
         { stream = stream, max_retries = 0, headers = { ["x-test-status"] = "500" } })
       assert.is_nil(final)
       assert.equal("api", err.kind)

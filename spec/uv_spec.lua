@@ -85,7 +85,7 @@ describe("oai.uv (luv)", function()
     oai.spawn(function()
       local s = assert(c:stream { model = "m", messages = { user("x") } })
       local _
-      _, err = s:result()
+      _, _, err = s:result()
       err = err or false
     end)
     local ok, e = pcall(run_until, function() return err ~= nil end)
@@ -107,7 +107,7 @@ describe("oai.uv (luv)", function()
     local res, err
     oai.spawn(function()
       local s = assert(c:stream { model = "m", messages = { user("x") } })
-      res, err = s:result()
+      res, _, err = s:result()
       res = res or false
     end)
     local ok, e = pcall(run_until, function() return res ~= nil end)

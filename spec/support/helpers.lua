@@ -4,6 +4,16 @@ local luassert = require "luassert"
 
 local helpers = {}
 
+-- The public API reports a runtime failure as nil, message, err (message
+-- = tostring(err)): checks that, and gives wrappers res, err, ... back
+-- (parse's and tools:run's extra results follow).
+function helpers.two(res, msg, err, ...)
+  if res == nil and err ~= nil then
+    luassert.equal(tostring(err), msg, "the second result is tostring(err)")
+  end
+  return res, err, ...
+end
+
 function helpers.user(text) return { role = "user", content = text } end
 
 -- it() four times: the non-streamed call (labelled `plain`, e.g. "chat" or

@@ -52,7 +52,7 @@ end
 
 -- GET /chat?q=  non-streamed chat, prints the content
 function M.chat()
-  local res, err = new_client():chat(user_request(args().model or "test-model", args().q or "hi"))
+  local res, _, err = new_client():chat(user_request(args().model or "test-model", args().q or "hi"))
   if not res then return fail(502, err) end
   ngx.print(res.choices[1].message.content)
 end
@@ -63,14 +63,14 @@ function M.stream()
   local headers = {}
   if a.delay then headers["x-test-chunk-delay-ms"] = a.delay end
   if a.chunks then headers["x-test-chunks"] = a.chunks end
-  local s, err = new_client():stream(user_request(a.model or "test-model", a.q or "hi"), { headers = headers })
+  local s, _, err = new_client():stream(user_request(a.model or "test-model", a.q or "hi"), { headers = headers })
   if not s then return fail(502, err) end
   ngx.header["content-type"] = "text/plain"
   for text in s:text() do
     ngx.print(text)
     ngx.flush(true)
   end
-  local res, rerr = s:result()
+  local res, _, rerr = s:result()
   if not res then ngx.print("\nERROR: ", tostring(rerr)) end
 end
 
@@ -109,7 +109,7 @@ function M.tools()
   -- by hand
   local msgs = { { role = "user", content = q } }
   for _ = 1, 4 do
-    local res, err = client:chat { model = "tools", messages = msgs, tools = { WEATHER } }
+    local res, _, err = client:chat { model = "tools", messages = msgs, tools = { WEATHER } }
     if not res then return fail(502, err) end
     local msg = res.choices[1].message
     if not msg.tool_calls then
@@ -129,7 +129,7 @@ end
 function M.tls()
   local url = args().url or cfg.tls_url
   local client = new_client { base_url = url, verify = args().verify ~= "0" }
-  local res, err = client:chat(user_request("test-model", args().q or "over tls"))
+  local res, _, err = client:chat(user_request("test-model", args().q or "over tls"))
   if not res then
     ngx.status = 502
     return ngx.print("ERROR ", tostring(err and err.name), ": ", tostring(err))
@@ -156,55 +156,55 @@ end
 local PROBES = {}
 
 function PROBES.chat(client, p)
-  local res, err = client:chat(p.request, p.call)
+  local res, _, err = client:chat(p.request, p.call)
   return { content = content_of(res), err = err_table(err),
            meta = res and oai.meta(res) and { attempts = oai.meta(res).attempts, status = oai.meta(res).status } }
 end
 
 function PROBES.stream(client, p)
-  local s, err = client:stream(p.request, p.call)
+  local s, _, err = client:stream(p.request, p.call)
   if not s then return { err = err_table(err) } end
   local texts = {}
   for text in s:text() do texts[#texts + 1] = text end
-  local res, rerr = s:result()
+  local res, _, rerr = s:result()
   return { deltas = texts, content = content_of(res), err = err_table(rerr),
            usage = res and res.usage }
 end
 
 function PROBES.events(client, p)
-  local s, err = client:stream(p.request, p.call)
+  local s, _, err = client:stream(p.request, p.call)
   if not s then return { err = err_table(err) } end
   local evs = {}
   for ev in s:events() do evs[#evs + 1] = ev.type .. ":" .. tostring(ev.text or ev.name or ev.reason or "") end
-  local res, rerr = s:result()
+  local res, _, rerr = s:result()
   return { events = evs, content = content_of(res), err = err_table(rerr),
            reasoning = res and res.choices[1].message.reasoning_content,
            tool_calls = res and res.choices[1].message.tool_calls }
 end
 
 function PROBES.chunks(client, p)
-  local s, err = client:stream(p.request, p.call)
+  local s, _, err = client:stream(p.request, p.call)
   if not s then return { err = err_table(err) } end
   local n = 0
   for chunk in s:chunks() do if chunk.object == "chat.completion.chunk" then n = n + 1 end end
-  local res, rerr = s:result()
+  local res, _, rerr = s:result()
   return { chunks = n, content = content_of(res), err = err_table(rerr) }
 end
 
 function PROBES.cancel(client, p)
-  local s, err = client:stream(p.request, p.call)
+  local s, _, err = client:stream(p.request, p.call)
   if not s then return { err = err_table(err) } end
   local got = {}
   for text in s:text() do
     got[#got + 1] = text
     if #got == (p.after or 2) then s:cancel() end
   end
-  local res, rerr = s:result()
+  local res, _, rerr = s:result()
   return { deltas = got, content = content_of(res), err = err_table(rerr) }
 end
 
 function PROBES.models(client)
-  local models, err = client:models()
+  local models, _, err = client:models()
   if not models then return { err = err_table(err) } end
   local ids = {}
   for i, m in ipairs(models) do ids[i] = m.id end
@@ -217,7 +217,7 @@ function PROBES.callbacks(client, p)
                  on_done = function(res, err) done_res, done_err = res, err end }
   for k, v in pairs(p.call or {}) do call[k] = v end
   local s = client:stream(p.request, call)
-  local res, err = s:result()
+  local res, _, err = s:result()
   return { deltas = texts, content = content_of(res), err = err_table(err),
            on_done = content_of(done_res), on_done_err = err_table(done_err) }
 end
@@ -231,7 +231,7 @@ function PROBES.callbacks_cancel(client, p)
   ngx.sleep(p.cancel_after or 0.1)
   local t0 = ngx.now()
   s:cancel()
-  local res, err = s:result()
+  local res, _, err = s:result()
   ngx.update_time()
   return { deltas = texts, content = content_of(res), err = err_table(err), on_done_err = err_table(done_err),
            wait_after_cancel = ngx.now() - t0 }
@@ -247,7 +247,7 @@ function PROBES.handle(client, p)
   r.text_raises = not ok and tostring(e) or "no error"
   ok, e = pcall(h.events, h)
   r.events_raises = not ok and tostring(e) or "no error"
-  local res, err = h:result()
+  local res, _, err = h:result()
   r.seen, r.content, r.err = seen, content_of(res), err_table(err)
   r.last, r.last_text, r.partial = h:status(), tostring(h), content_of(h:partial())
   return r
@@ -261,7 +261,7 @@ function PROBES.callbacks_raise(client, p)
     on_text = function(t) if t == (p.raise_at or "w2 ") then error("boom in on_text", 0) end end })
   ngx.update_time()
   local t0 = ngx.now()
-  local res, err = h:result()
+  local res, _, err = h:result()
   ngx.update_time()
   return { on_error = got, status = h:status(), content = content_of(res), err = err_table(err),
            elapsed = ngx.now() - t0 }
@@ -289,7 +289,7 @@ function PROBES.parallel(client, p)
   local threads = {}
   for i = 1, p.n or 3 do
     threads[i] = ngx.thread.spawn(function()
-      local res, err = client:chat { model = "test-model", messages = { { role = "user", content = "p" .. i } },
+      local res, _, err = client:chat { model = "test-model", messages = { { role = "user", content = "p" .. i } },
                                      }
       return content_of(res) or tostring(err)
     end)
@@ -307,7 +307,7 @@ function PROBES.spawn(client, p)
   local out = {}
   for i = 1, p.n or 3 do
     oai.spawn(function()
-      local res, err = client:chat { model = "test-model", messages = { { role = "user", content = "t" .. i } } }
+      local res, _, err = client:chat { model = "test-model", messages = { { role = "user", content = "t" .. i } } }
       out[i] = content_of(res) or tostring(err)
     end)
   end
@@ -358,7 +358,7 @@ end
 
 -- client:get(p.url, p.call): {content?, err?}
 function PROBES.get(client, p)
-  local doc, err = client:get(p.url, p.call)
+  local doc, _, err = client:get(p.url, p.call)
   return { ok = doc ~= nil, err = err_table(err) }
 end
 
@@ -384,9 +384,9 @@ function PROBES.secrets(client, p)
   local res = client:chat(req)
   local s = client:stream(req)
   local sres = s and s:result()
-  local _, cerr = client:chat(req, p.chat_call)
+  local _, _, cerr = client:chat(req, p.chat_call)
   local fs = client:stream(req, p.stream_call)
-  local _, serr = fs:result()
+  local _, _, serr = fs:result()
   return { chat = content_of(res), stream = content_of(sres),
            in_client = find_in(client, key) or false, in_stream = find_in(s, key) or false,
            in_chat_err = find_in(cerr, key) or false, in_stream_err = find_in(serr, key) or false,
