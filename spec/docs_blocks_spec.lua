@@ -10,7 +10,7 @@ local root = proc.trim(proc.capture("pwd"))
 
 local HOSTS = { script = true, nvim = true, love = true, nginx = true, ["nginx-conf"] = true,
                 ci = true, output = true, sh = true, ["nginx-http"] = true, ["nginx-lua"] = true,
-                example = true }
+                example = true, busted = true }
 
 describe("documentation code blocks #child", function()
   local srv
@@ -77,6 +77,16 @@ describe("documentation code blocks #child", function()
           assert.truthy(spec and proc.exists(spec), "example blocks say <!-- doc-test: example spec/NAME_spec.lua -->")
           local text = assert(proc.read_file(spec))
           assert.truthy(text:find("examples/", 1, true), spec .. " does not run an example")
+        end)
+      elseif b.host == "busted" then
+        it(where .. " passes as a busted spec", function()
+          local f = root .. "/.tmp-doc_spec.lua"
+          proc.write_file(f, b.code)
+          local lua = arg and arg[-1] or "lua"
+          local out = proc.capture(("cd %s && busted --lua=%s --lpath='lua/?.lua;lua/?/init.lua;spec/support/?.lua' %s 2>&1; echo rc=$?")
+            :format(proc.q(root), lua, proc.q(f)))
+          os.remove(f)
+          assert.truthy(out:find("rc=0%s*$"), out)
         end)
       elseif b.host == "sh" then
         it(where .. " runs as a shell script in the checkout", function()

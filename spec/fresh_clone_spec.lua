@@ -23,6 +23,12 @@ local parts = {}
 for text in s:text() do parts[#parts + 1] = text end
 assert(assert(s:result()).choices[1].message.content == "Hello! You said: streamed")
 assert(table.concat(parts) == "Hello! You said: streamed")
+-- the README's idiom with a failing server: a readable string on every runtime
+local down = oai.new { base_url = "http://127.0.0.1:1/v1", max_retries = 0 }
+local ok, e = pcall(function() return assert(down:stream { model = "m", messages = { oai.user "x" } }) end)
+assert(not ok and type(e) == "string" and e:find("^oai: network COULDNT_CONNECT"), tostring(e))
+local _, msg, err = down:chat { model = "m", messages = { oai.user "x" } }
+assert(msg == tostring(err) and err.kind == "network", msg)
 print("ok " .. (type(jit) == "table" and "luajit" or _VERSION))
 ]]
 
