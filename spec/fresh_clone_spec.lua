@@ -26,7 +26,7 @@ assert(table.concat(parts) == "Hello! You said: streamed")
 -- the README's idiom with a failing server: a readable string on every runtime
 local down = oai.new { base_url = "http://127.0.0.1:1/v1", max_retries = 0 }
 local ok, e = pcall(function() return assert(down:stream { model = "m", messages = { oai.user "x" } }) end)
-assert(not ok and type(e) == "string" and e:find("^oai: network COULDNT_CONNECT"), tostring(e))
+assert(not ok and type(e) == "string" and e:find("oai: network COULDNT_CONNECT", 1, true), tostring(e))
 local _, msg, err = down:chat { model = "m", messages = { oai.user "x" } }
 assert(msg == tostring(err) and err.kind == "network", msg)
 print("ok " .. (type(jit) == "table" and "luajit" or _VERSION))
@@ -53,6 +53,10 @@ local ok, err = pcall(function()
 end)
 if ok then finish(0, "ok nvim") else finish(1, tostring(err)) end
 ]]
+
+-- the spec starts every runtime itself: it runs once, under Lua 5.4's busted
+local describe = _VERSION == "Lua 5.4" and rawget(_G, "jit") == nil and describe
+  or function(name) pending(name .. " (runs under Lua 5.4's busted)") end
 
 describe("a fresh clone #child", function()
   local srv, clone
