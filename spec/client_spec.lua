@@ -430,6 +430,65 @@ describe("oai client", function()
       assert.equal("handled", seen)
     end)
 
+    -- drive the loop for at most `secs` (a hang fails the spec instead of blocking it)
+    local function drive(secs)
+      local t0 = oai.core.monotime()
+      while oai.step(20) do
+        if oai.core.monotime() - t0 > secs then return false end
+      end
+      return true
+    end
+
+    it("runs the other tasks when an on_error handler raises, and run() raises that error", function()
+      local ran = {}
+      oai.spawn({ on_error = function() error("handler broke", 0) end }, function() error("first", 0) end)
+      oai.spawn(function() ran[#ran + 1] = "second" end)
+      oai.spawn(function() oai.sleep(0.01); ran[#ran + 1] = "third" end)
+      local ok, err = pcall(oai.run)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("on_error handler raised: handler broke", 1, true), err)
+      assert.is_true(drive(3), "the loop stalled")
+      assert.same({ "second", "third" }, ran)
+      oai.run()
+      assert.same({ tasks = 0, runnable = 0, timers = 0, transfers = 0 }, require("oai.loop").stats())
+    end)
+
+    it("wakes every task waiting on one stream: text() in one, result() in another", function()
+      local s = assert(client:stream({ model = "test-model", messages = { user("x") } },
+        { headers = { ["x-test-chunks"] = "30", ["x-test-chunk-delay-ms"] = "5" } }))
+      local pieces, res, rerr, text_done = {}, nil, nil, false
+      oai.spawn(function()
+        for t in s:text() do pieces[#pieces + 1] = t end
+        text_done = true
+      end)
+      oai.spawn(function() res, rerr = s:result() end)
+      assert.is_true(drive(5), "a task waiting on the stream never woke")
+      assert.is_true(text_done)
+      assert.is_nil(rerr)
+      local words = {}
+      for i = 1, 30 do words[i] = "w" .. i end
+      assert.equal(table.concat(words, " "), res.choices[1].message.content)
+      assert.truthy(#pieces > 0)
+    end)
+
+    it("wakes a blocking result() while a task iterates the same stream", function()
+      local s = assert(client:stream({ model = "test-model", messages = { user("x") } },
+        { headers = { ["x-test-chunks"] = "10", ["x-test-chunk-delay-ms"] = "5" } }))
+      local n = 0
+      oai.spawn(function() for _ in s:text() do n = n + 1 end end)
+      oai.step(0)   -- the task is now waiting on the stream
+      local t0 = oai.core.monotime()
+      local loop = require "oai.loop"
+      loop.on_pump = function()   -- a hang fails the spec
+        if oai.core.monotime() - t0 > 3 then loop.on_pump = nil; error("result() never woke", 0) end
+      end
+      local ok, res = pcall(s.result, s)   -- the main chunk waits too
+      loop.on_pump = nil
+      assert.is_true(ok, res)
+      assert.equal("w1 w2 w3 w4 w5 w6 w7 w8 w9 w10", res.choices[1].message.content)
+      assert.is_true(drive(3))
+    end)
+
     it("lets other tasks progress while one sleeps, and step(0) never blocks", function()
       local order = {}
       oai.spawn(function() oai.sleep(0.2); order[#order + 1] = "slow" end)
