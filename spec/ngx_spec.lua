@@ -192,6 +192,19 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.equal("canceled", r.err.kind)
     end)
 
+    it("two light threads on one stream: text() in one, result() in the other", function()
+      local r = probe { mode = "shared_stream", call = { headers = { ["x-test-chunks"] = "30", ["x-test-chunk-delay-ms"] = "5" } },
+        request = { model = "test-model", messages = { { role = "user", content = "x" } } } }
+      assert.is_nil(r.raised)
+      assert.is_nil(r.err)
+      assert.is_true(r.text_ok)
+      local words = {}
+      for i = 1, 30 do words[i] = "w" .. i end
+      assert.equal(table.concat(words, " "), r.content)
+      assert.is_true(#r.deltas > 0)
+      assert.equal(0, r.libcurl)
+    end)
+
     it("survives the finalizers of finished and dropped streams", function()
       for _ = 1, 3 do
         local r = probe { mode = "gc", n = 30 }
@@ -475,6 +488,13 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       local r = probe { mode = "spawn", n = 3 }
       if needs_transport_tasks(r) then return end
       assert.same({ "Hello! You said: t1", "Hello! You said: t2", "Hello! You said: t3" }, r.contents)
+    end)
+
+    it("a raising on_error stalls no task, and oai.run() raises it", function()
+      local r = probe { mode = "on_error_raises" }
+      assert.is_false(r.ok)
+      assert.truthy(r.raised:find("on_error handler raised: handler broke", 1, true), r.raised)
+      assert.same({ "second", "third" }, r.ran)
     end)
 
     it("retries with backoff (ngx.sleep)", function()
