@@ -37,6 +37,17 @@ local driver           -- optional external driver (oai.uv): { wake = fn }
 local Task = {}
 Task.__index = Task
 
+-- a finite number >= 0 (NaN fails every comparison: a NaN timer or wait
+-- would never fire and would block every later timer), else raises at the
+-- caller's caller
+local function check_seconds(v, where, name)
+  if type(v) == "number" and v >= 0 and v < math.huge then return v end
+  local got = type(v) ~= "number" and type(v) or v ~= v and "nan" or v == math.huge and "inf"
+    or v == -math.huge and "-inf" or ("%.14g"):format(v)
+  error(("%s: %s must be a non-negative number (got %s)"):format(where, name, got), 3)
+end
+loop.check_seconds = check_seconds
+
 ---@return userdata multi the loop's libcurl multi handle
 function loop.multi()
   if not multi then multi = core.multi(loop.multi_options) end
@@ -240,6 +251,8 @@ end
 ---@param budget_ms? number
 ---@return boolean busy true while tasks or transfers remain
 function loop.step(timeout_ms, budget_ms)
+  if timeout_ms ~= nil then check_seconds(timeout_ms, "oai.step", "timeout_ms") end
+  if budget_ms ~= nil then check_seconds(budget_ms, "oai.step", "budget_ms") end
   local busy = pump(timeout_ms or 0, budget_ms)
   raise_errors()
   return busy
@@ -323,6 +336,7 @@ end
 --- Sleep for `seconds`; inside a task other tasks keep running.
 ---@param seconds number
 function loop.sleep(seconds)
+  if seconds ~= nil then check_seconds(seconds, "oai.sleep", "seconds") end
   local at = monotime() + (seconds or 0)
   local t = current_task()
   if t then

@@ -134,8 +134,9 @@ end
 local function opt_ms(spec, k)
   local v = spec[k]
   if v == nil then return 0 end
-  if type(v) ~= "number" or v < 0 or v > 1e12 then
-    error("oai.request: option '" .. k .. "' must be a non-negative number", 3)
+  if type(v) ~= "number" or not (v >= 0 and v <= 1e12) then   -- NaN fails both
+    error("oai.request: option '" .. k .. "' must be a non-negative number up to 1000000000000 (got "
+      .. (type(v) ~= "number" and type(v) or v ~= v and "nan" or format("%.14g", v)) .. ")", 3)
   end
   return v
 end
@@ -942,6 +943,11 @@ end
 --- ngx.sleep, for retry backoff inside nginx
 ---@param seconds number
 function M.sleep(seconds)
+  if seconds ~= nil and not (type(seconds) == "number" and seconds >= 0 and seconds < math.huge) then
+    -- NaN fails every comparison
+    error("oai.sleep: seconds must be a non-negative number (got "
+      .. (type(seconds) ~= "number" and type(seconds) or seconds ~= seconds and "nan" or tostring(seconds)) .. ")", 2)
+  end
   if seconds and seconds > 0 then ngx.sleep(seconds) else ngx.sleep(0) end
 end
 
