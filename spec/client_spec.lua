@@ -265,6 +265,94 @@ describe("oai client", function()
     end)
   end)
 
+  describe("numeric options and arguments", function()
+    local NAN, INF = 0 / 0, math.huge
+    -- fn must raise msg at once; a hang (the old NaN behaviour) fails instead
+    local function raises(msg, fn)
+      local loop = require "oai.loop"
+      local t0 = oai.core.monotime()
+      loop.on_pump = function()
+        if oai.core.monotime() - t0 > 1 then loop.on_pump = nil; error("hung instead of raising", 0) end
+      end
+      local ok, err = pcall(fn)
+      loop.on_pump = nil
+      assert.is_false(ok, "did not raise: " .. msg)
+      assert.equal(msg, (tostring(err):gsub("^[^:]*:%d+: ", "")))
+    end
+
+    it("oai.new rejects NaN, negative, infinite and out-of-range values, naming the option", function()
+      local cases = {
+        { "timeout", NAN, "a non-negative number (got nan)" },
+        { "timeout", -1, "a non-negative number (got -1)" },
+        { "timeout", INF, "a non-negative number up to 1000000000 (got inf)" },
+        { "connect_timeout", NAN, "a non-negative number (got nan)" },
+        { "idle_timeout", NAN, "a non-negative number (got nan)" },
+        { "idle_timeout", -INF, "a non-negative number (got -inf)" },
+        { "grace", NAN, "a non-negative number (got nan)" },
+        { "grace", "2", "a non-negative number (got string)" },
+        { "max_retries", NAN, "a non-negative integer (got nan)" },
+        { "max_retries", 1.5, "a non-negative integer (got 1.5)" },
+        { "max_retries", -1, "a non-negative integer (got -1)" },
+        { "max_retries", INF, "a non-negative integer up to 1000000 (got inf)" },
+        { "max_body_bytes", NAN, "a non-negative integer (got nan)" },
+        { "max_body_bytes", 1e13, "a non-negative integer up to 1000000000000 (got 10000000000000)" },
+        { "max_event_bytes", NAN, "a positive integer (got nan)" },
+        { "max_event_bytes", 0, "a positive integer (got 0)" },
+      }
+      for _, c in ipairs(cases) do
+        raises("oai.new: " .. c[1] .. " must be " .. c[3], function()
+          oai.new { base_url = srv.url, [c[1]] = c[2] }
+        end)
+      end
+      -- the limits themselves are fine, and 0 still means "no limit"
+      assert.truthy(oai.new { base_url = srv.url, timeout = 0, max_retries = 0, grace = 0, max_body_bytes = 0 })
+      assert.truthy(oai.new { base_url = srv.url, timeout = 1e9, max_retries = 1e6, max_event_bytes = 1 })
+    end)
+
+    it("the same options per call are checked before anything is sent", function()
+      for _, k in ipairs({ "timeout", "connect_timeout", "idle_timeout", "grace", "max_retries" }) do
+        raises("oai call options: " .. k .. " must be a non-negative " .. (k == "max_retries" and "integer" or "number")
+          .. " (got nan)", function()
+          client:chat({ model = "test-model", messages = { user("x") } }, { [k] = NAN })
+        end)
+        raises("oai call options: " .. k .. " must be a non-negative " .. (k == "max_retries" and "integer" or "number")
+          .. " (got nan)", function()
+          client:stream({ model = "test-model", messages = { user("x") } }, { [k] = NAN })
+        end)
+      end
+      assert.equal(0, #srv:requests())
+    end)
+
+    it("oai.sleep and oai.step reject NaN, negative and infinite values (inside tasks too)", function()
+      raises("oai.sleep: seconds must be a non-negative number (got nan)", function() oai.sleep(NAN) end)
+      raises("oai.sleep: seconds must be a non-negative number (got -1)", function() oai.sleep(-1) end)
+      raises("oai.sleep: seconds must be a non-negative number (got inf)", function() oai.sleep(INF) end)
+      raises("oai.step: timeout_ms must be a non-negative number (got nan)", function() oai.step(NAN) end)
+      raises("oai.step: budget_ms must be a non-negative number (got nan)", function() oai.step(0, NAN) end)
+      -- a task's NaN sleep used to block every later timer
+      local err, woke
+      oai.spawn({ on_error = function(e) err = e end }, function() oai.sleep(NAN) end)
+      oai.spawn(function() oai.sleep(0.01); woke = true end)
+      raises("nothing", function() oai.run(); error("nothing", 0) end)
+      assert.truthy(tostring(err):find("oai.sleep: seconds must be a non-negative number (got nan)", 1, true), tostring(err))
+      assert.is_true(woke)
+    end)
+
+    it("the C core rejects NaN before converting it to an integer", function()
+      local core = oai.core
+      local m = core.multi()
+      raises("oai.multi: perform timeout_ms must be a non-negative number (got nan)", function() m:perform(NAN) end)
+      raises("oai.multi: perform timeout_ms must be a non-negative number (got -1)", function() m:perform(-1) end)
+      m:perform(0)
+      m:close()
+      for _, k in ipairs({ "timeout_ms", "connect_timeout_ms", "idle_timeout_ms", "max_body_bytes", "max_event_bytes" }) do
+        raises("oai.request: option '" .. k .. "' must be a non-negative number up to 1000000000000 (got nan)", function()
+          core.request { url = srv.url .. "/models", [k] = NAN }
+        end)
+      end
+    end)
+  end)
+
   describe("timeouts", function()
     it("enforces the total timeout", function()
       local t0 = oai.core.monotime()

@@ -205,6 +205,16 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.equal(0, r.libcurl)
     end)
 
+    it("numeric options and arguments reject NaN and negatives, naming them", function()
+      local r = probe { mode = "nan_options" }
+      assert.equal("oai.new: idle_timeout must be a non-negative number (got nan)", r.new)
+      assert.equal("oai call options: max_retries must be a non-negative integer (got nan)", r.call)
+      assert.equal("oai call options: timeout must be a non-negative number (got nan)", r.stream)
+      assert.equal("oai.sleep: seconds must be a non-negative number (got nan)", r.sleep)
+      assert.equal("oai.sleep: seconds must be a non-negative number (got -1)", r.sleep_neg)
+      assert.equal("oai.request: option 'timeout_ms' must be a non-negative number up to 1000000000000 (got nan)", r.request)
+    end)
+
     it("survives the finalizers of finished and dropped streams", function()
       for _ = 1, 3 do
         local r = probe { mode = "gc", n = 30 }

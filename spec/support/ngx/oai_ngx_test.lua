@@ -313,6 +313,25 @@ function PROBES.on_error_raises()
   return { ok = ok, raised = not ok and tostring(err) or nil, ran = ran }
 end
 
+-- NaN and friends inside nginx: oai.new, per-call options, oai.sleep, the transport's request
+function PROBES.nan_options(client)
+  local NAN = 0 / 0
+  local function msg(fn)
+    local ok, err = pcall(fn)
+    return ok and "did not raise" or (tostring(err):gsub("^[^:]*:%d+: ", ""))
+  end
+  local req = { model = "test-model", messages = { { role = "user", content = "x" } } }
+  local T = oai.transport()
+  return {
+    new = msg(function() oai.new { base_url = client.base_url, idle_timeout = NAN } end),
+    call = msg(function() client:chat(req, { max_retries = NAN }) end),
+    stream = msg(function() client:stream(req, { timeout = NAN }) end),
+    sleep = msg(function() oai.sleep(NAN) end),
+    sleep_neg = msg(function() oai.sleep(-1) end),
+    request = msg(function() T.request { url = client.base_url .. "/models", timeout_ms = NAN } end),
+  }
+end
+
 function PROBES.conversation(client)
   if not oai.conversation then return { skipped = "oai.conversation is not available" } end
   local conv = oai.conversation { system = "Be terse." }
