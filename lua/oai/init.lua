@@ -75,7 +75,6 @@ local function check_option(where, k, v)
   end
   error(("%s: %s must be %s (got %s)"):format(where, k, what, show_number(v)), level)
 end
-oai._check_option = check_option
 
 -- secrets live here, never in the client table itself (printing or
 -- serialising a client must not reveal the key)

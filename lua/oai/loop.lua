@@ -46,7 +46,6 @@ local function check_seconds(v, where, name)
     or v == -math.huge and "-inf" or ("%.14g"):format(v)
   error(("%s: %s must be a non-negative number (got %s)"):format(where, name, got), 3)
 end
-loop.check_seconds = check_seconds
 
 ---@return userdata multi the loop's libcurl multi handle
 function loop.multi()
