@@ -415,6 +415,94 @@ describe("oai client", function()
     end)
   end)
 
+  describe("numeric options and arguments", function()
+    local NAN, INF = 0 / 0, math.huge
+    -- fn must raise msg at once; a hang (the old NaN behaviour) fails instead
+    local function raises(msg, fn)
+      local loop = require "oai.loop"
+      local t0 = oai.core.monotime()
+      loop.on_pump = function()
+        if oai.core.monotime() - t0 > 1 then loop.on_pump = nil; error("hung instead of raising", 0) end
+      end
+      local ok, err = pcall(fn)
+      loop.on_pump = nil
+      assert.is_false(ok, "did not raise: " .. msg)
+      assert.equal(msg, (tostring(err):gsub("^[^:]*:%d+: ", "")))
+    end
+
+    it("oai.new rejects NaN, negative, infinite and out-of-range values, naming the option", function()
+      local cases = {
+        { "timeout", NAN, "a non-negative number (got nan)" },
+        { "timeout", -1, "a non-negative number (got -1)" },
+        { "timeout", INF, "a non-negative number up to 1000000000 (got inf)" },
+        { "connect_timeout", NAN, "a non-negative number (got nan)" },
+        { "idle_timeout", NAN, "a non-negative number (got nan)" },
+        { "idle_timeout", -INF, "a non-negative number (got -inf)" },
+        { "grace", NAN, "a non-negative number (got nan)" },
+        { "grace", "2", "a non-negative number (got string)" },
+        { "max_retries", NAN, "a non-negative integer (got nan)" },
+        { "max_retries", 1.5, "a non-negative integer (got 1.5)" },
+        { "max_retries", -1, "a non-negative integer (got -1)" },
+        { "max_retries", INF, "a non-negative integer up to 1000000 (got inf)" },
+        { "max_body_bytes", NAN, "a non-negative integer (got nan)" },
+        { "max_body_bytes", 1e13, "a non-negative integer up to 1000000000000 (got 10000000000000)" },
+        { "max_event_bytes", NAN, "a positive integer (got nan)" },
+        { "max_event_bytes", 0, "a positive integer (got 0)" },
+      }
+      for _, c in ipairs(cases) do
+        raises("oai.new: " .. c[1] .. " must be " .. c[3], function()
+          oai.new { base_url = srv.url, [c[1]] = c[2] }
+        end)
+      end
+      -- the limits themselves are fine, and 0 still means "no limit"
+      assert.truthy(oai.new { base_url = srv.url, timeout = 0, max_retries = 0, grace = 0, max_body_bytes = 0 })
+      assert.truthy(oai.new { base_url = srv.url, timeout = 1e9, max_retries = 1e6, max_event_bytes = 1 })
+    end)
+
+    it("the same options per call are checked before anything is sent", function()
+      for _, k in ipairs({ "timeout", "connect_timeout", "idle_timeout", "grace", "max_retries" }) do
+        raises("oai call options: " .. k .. " must be a non-negative " .. (k == "max_retries" and "integer" or "number")
+          .. " (got nan)", function()
+          client:chat({ model = "test-model", messages = { user("x") } }, { [k] = NAN })
+        end)
+        raises("oai call options: " .. k .. " must be a non-negative " .. (k == "max_retries" and "integer" or "number")
+          .. " (got nan)", function()
+          client:stream({ model = "test-model", messages = { user("x") } }, { [k] = NAN })
+        end)
+      end
+      assert.equal(0, #srv:requests())
+    end)
+
+    it("oai.sleep and oai.step reject NaN, negative and infinite values (inside tasks too)", function()
+      raises("oai.sleep: seconds must be a non-negative number (got nan)", function() oai.sleep(NAN) end)
+      raises("oai.sleep: seconds must be a non-negative number (got -1)", function() oai.sleep(-1) end)
+      raises("oai.sleep: seconds must be a non-negative number (got inf)", function() oai.sleep(INF) end)
+      raises("oai.step: timeout_ms must be a non-negative number (got nan)", function() oai.step(NAN) end)
+      raises("oai.step: budget_ms must be a non-negative number (got nan)", function() oai.step(0, NAN) end)
+      -- a task's NaN sleep used to block every later timer
+      local err, woke
+      oai.spawn({ on_error = function(e) err = e end }, function() oai.sleep(NAN) end)
+      oai.spawn(function() oai.sleep(0.01); woke = true end)
+      raises("nothing", function() oai.run(); error("nothing", 0) end)
+      assert.truthy(tostring(err):find("oai.sleep: seconds must be a non-negative number (got nan)", 1, true), tostring(err))
+      assert.is_true(woke)
+    end)
+
+    it("the C core rejects NaN before converting it to an integer", function()
+      local core = oai.core
+      local m = core.multi()
+      raises("oai.multi: perform timeout_ms must be a non-negative number (got nan)", function() m:perform(NAN) end)
+      raises("oai.multi: perform timeout_ms must be a non-negative number (got -1)", function() m:perform(-1) end)
+      m:perform(0)
+      m:close()
+      for _, k in ipairs({ "timeout_ms", "connect_timeout_ms", "idle_timeout_ms", "max_body_bytes", "max_event_bytes" }) do
+        raises("oai.request: option '" .. k .. "' must be a non-negative number up to 1000000000000 (got nan)", function()
+          core.request { url = srv.url .. "/models", [k] = NAN }
+        end)
+      end
+    end)
+  end)
+
   describe("timeouts", function()
     it("enforces the total timeout", function()
       local t0 = oai.core.monotime()
@@ -578,6 +666,65 @@ describe("oai client", function()
       oai.spawn({ on_error = function(e) seen = e end }, function() error("handled", 0) end)
       oai.run()
       assert.equal("handled", seen)
+    end)
+
+    -- drive the loop for at most `secs` (a hang fails the spec instead of blocking it)
+    local function drive(secs)
+      local t0 = oai.core.monotime()
+      while oai.step(20) do
+        if oai.core.monotime() - t0 > secs then return false end
+      end
+      return true
+    end
+
+    it("runs the other tasks when an on_error handler raises, and run() raises that error", function()
+      local ran = {}
+      oai.spawn({ on_error = function() error("handler broke", 0) end }, function() error("first", 0) end)
+      oai.spawn(function() ran[#ran + 1] = "second" end)
+      oai.spawn(function() oai.sleep(0.01); ran[#ran + 1] = "third" end)
+      local ok, err = pcall(oai.run)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("on_error handler raised: handler broke", 1, true), err)
+      assert.is_true(drive(3), "the loop stalled")
+      assert.same({ "second", "third" }, ran)
+      oai.run()
+      assert.same({ tasks = 0, runnable = 0, timers = 0, transfers = 0 }, require("oai.loop").stats())
+    end)
+
+    it("wakes every task waiting on one stream: text() in one, result() in another", function()
+      local s = assert(client:stream({ model = "test-model", messages = { user("x") } },
+        { headers = { ["x-test-chunks"] = "30", ["x-test-chunk-delay-ms"] = "5" } }))
+      local pieces, res, rerr, text_done = {}, nil, nil, false
+      oai.spawn(function()
+        for t in s:text() do pieces[#pieces + 1] = t end
+        text_done = true
+      end)
+      oai.spawn(function() res, rerr = s:result() end)
+      assert.is_true(drive(5), "a task waiting on the stream never woke")
+      assert.is_true(text_done)
+      assert.is_nil(rerr)
+      local words = {}
+      for i = 1, 30 do words[i] = "w" .. i end
+      assert.equal(table.concat(words, " "), res.choices[1].message.content)
+      assert.truthy(#pieces > 0)
+    end)
+
+    it("wakes a blocking result() while a task iterates the same stream", function()
+      local s = assert(client:stream({ model = "test-model", messages = { user("x") } },
+        { headers = { ["x-test-chunks"] = "10", ["x-test-chunk-delay-ms"] = "5" } }))
+      local n = 0
+      oai.spawn(function() for _ in s:text() do n = n + 1 end end)
+      oai.step(0)   -- the task is now waiting on the stream
+      local t0 = oai.core.monotime()
+      local loop = require "oai.loop"
+      loop.on_pump = function()   -- a hang fails the spec
+        if oai.core.monotime() - t0 > 3 then loop.on_pump = nil; error("result() never woke", 0) end
+      end
+      local ok, res = pcall(s.result, s)   -- the main chunk waits too
+      loop.on_pump = nil
+      assert.is_true(ok, res)
+      assert.equal("w1 w2 w3 w4 w5 w6 w7 w8 w9 w10", res.choices[1].message.content)
+      assert.is_true(drive(3))
     end)
 
     it("lets other tasks progress while one sleeps, and step(0) never blocks", function()

@@ -233,6 +233,29 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       assert.equal("p1 ", r.err.partial)
     end)
 
+    it("two light threads on one stream: text() in one, result() in the other", function()
+      local r = probe { mode = "shared_stream", call = { headers = { ["x-test-chunks"] = "30", ["x-test-chunk-delay-ms"] = "5" } },
+        request = { model = "test-model", messages = { { role = "user", content = "x" } } } }
+      assert.is_nil(r.raised)
+      assert.is_nil(r.err)
+      assert.is_true(r.text_ok)
+      local words = {}
+      for i = 1, 30 do words[i] = "w" .. i end
+      assert.equal(table.concat(words, " "), r.content)
+      assert.is_true(#r.deltas > 0)
+      assert.equal(0, r.libcurl)
+    end)
+
+    it("numeric options and arguments reject NaN and negatives, naming them", function()
+      local r = probe { mode = "nan_options" }
+      assert.equal("oai.new: idle_timeout must be a non-negative number (got nan)", r.new)
+      assert.equal("oai call options: max_retries must be a non-negative integer (got nan)", r.call)
+      assert.equal("oai call options: timeout must be a non-negative number (got nan)", r.stream)
+      assert.equal("oai.sleep: seconds must be a non-negative number (got nan)", r.sleep)
+      assert.equal("oai.sleep: seconds must be a non-negative number (got -1)", r.sleep_neg)
+      assert.equal("oai.request: option 'timeout_ms' must be a non-negative number up to 1000000000000 (got nan)", r.request)
+    end)
+
     it("survives the finalizers of finished and dropped streams", function()
       for _ = 1, 3 do
         local r = probe { mode = "gc", n = 30 }
@@ -673,6 +696,13 @@ describe("oai.ngx (OpenResty cosocket transport)", function()
       local r = probe { mode = "spawn", n = 3 }
       if needs_transport_tasks(r) then return end
       assert.same({ "Hello! You said: t1", "Hello! You said: t2", "Hello! You said: t3" }, r.contents)
+    end)
+
+    it("a raising on_error stalls no task, and oai.run() raises it", function()
+      local r = probe { mode = "on_error_raises" }
+      assert.is_false(r.ok)
+      assert.truthy(r.raised:find("on_error handler raised: handler broke", 1, true), r.raised)
+      assert.same({ "second", "third" }, r.ran)
     end)
 
     it("retries with backoff (ngx.sleep)", function()

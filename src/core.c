@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #endif
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
 #include <sys/stat.h>
@@ -24,6 +27,25 @@
 #endif
 
 OAI_EXPORT int luaopen_oai_core(lua_State *L);
+
+lua_Number oai_checkrange(lua_State *L, int idx, lua_Number lo, lua_Number hi,
+                          int integral, const char *msg) {
+  lua_Number d = lua_tonumber(L, idx);
+  /* written so that NaN fails every comparison */
+  if (lua_isnumber(L, idx) && d >= lo && d <= hi && (!integral || d == floor(d))) return d;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    lua_pushfstring(L, "%s (got %s)", msg, luaL_typename(L, idx));
+  else if (d != d)   /* printf says "nan" or "-nan" depending on the sign bit */
+    lua_pushfstring(L, "%s (got nan)", msg);
+  else if (d > DBL_MAX || d < -DBL_MAX)
+    lua_pushfstring(L, "%s (got %sinf)", msg, d < 0 ? "-" : "");
+  else {
+    char num[64];   /* the same text on every Lua version */
+    snprintf(num, sizeof num, "%.14g", (double)d);
+    lua_pushfstring(L, "%s (got %s)", msg, num);
+  }
+  return (lua_Number)lua_error(L);
+}
 
 /* SIGINT as a flag, for CLIs that cancel the work in progress on Ctrl-C
    instead of dying; nothing else happens inside the handler */

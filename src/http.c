@@ -18,6 +18,9 @@
 ** into an intermediate queue.
 */
 #define _POSIX_C_SOURCE 200809L
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -675,12 +678,16 @@ static int opt_field(lua_State *L, int idx, const char *k) {
   return !lua_isnil(L, -1);
 }
 
+/* a limit in ms or bytes: 0 to 1e12 (and to LONG_MAX where long is 32 bits) */
 static long opt_ms(lua_State *L, int idx, const char *k, long def) {
   long v = def;
   if (opt_field(L, idx, k)) {
-    lua_Number n = lua_tonumber(L, -1);
-    if (!lua_isnumber(L, -1) || n < 0 || n > 1e12) luaL_error(L, "oai.request: option '%s' must be a non-negative number", k);
-    v = (long)n;
+    lua_Number hi = (lua_Number)LONG_MAX < 1e12 ? (lua_Number)LONG_MAX : 1e12;
+    char num[64];
+    snprintf(num, sizeof num, "%.14g", (double)hi);
+    lua_pushfstring(L, "oai.request: option '%s' must be a non-negative number up to %s", k, num);
+    v = (long)oai_checkrange(L, -2, 0, hi, 0, lua_tostring(L, -1));
+    lua_pop(L, 1);
   }
   lua_pop(L, 1);
   return v;
@@ -1043,7 +1050,8 @@ static int request_read_records(lua_State *L) {
   c.r = r;
   c.t = 2;
   c.n = 0;
-  c.raw = (int)(luaL_optinteger(L, 3, 0) & 1);
+  c.raw = lua_isnoneornil(L, 3) ? 0
+    : (int)oai_checkrange(L, 3, 0, INT_MAX, 1, "oai.request: read_records flags must be a non-negative integer") & 1;
   if (lua_toboolean(L, 4) && oai_sse_pending(&r->sse)) {
     /* final: terminate an unterminated last event to see what it was */
     if (!buf_add(&r->body, "\n\n", 2)) return luaL_error(L, "oai.request: out of memory");
@@ -1340,7 +1348,9 @@ static int push_ready(lua_State *L, multi *m, int running) {
    ready is an array of requests with news (headers, data, completion) */
 static int multi_perform(lua_State *L) {
   multi *m = check_multi(L, 1);
-  lua_Number t = luaL_optnumber(L, 2, 0);
+  /* NaN would reach an (int) cast; infinity waits as long as allowed */
+  lua_Number t = lua_isnoneornil(L, 2) ? 0
+    : oai_checkrange(L, 2, 0, HUGE_VAL, 0, "oai.multi: perform timeout_ms must be a non-negative number");
   int running = 0;
   CURLMcode mc;
   if (m->socket_mode) return luaL_error(L, "oai.multi: perform() on a multi in socket mode");
@@ -1429,9 +1439,12 @@ static int multi_socket_changes(lua_State *L) {
 static int multi_socket_action(lua_State *L) {
   multi *m = check_multi(L, 1);
   curl_socket_t fd = CURL_SOCKET_TIMEOUT;
-  int ev = (int)luaL_optinteger(L, 3, 0), mask = 0, running = 0;
+  int ev = lua_isnoneornil(L, 3) ? 0
+    : (int)oai_checkrange(L, 3, 0, 7, 1, "oai.multi: socket_action events must be an integer from 0 to 7");
+  int mask = 0, running = 0;
   CURLMcode mc;
-  if (!lua_isnoneornil(L, 2)) fd = (curl_socket_t)luaL_checkinteger(L, 2);
+  if (!lua_isnoneornil(L, 2))
+    fd = (curl_socket_t)oai_checkrange(L, 2, 0, INT_MAX, 1, "oai.multi: socket_action fd must be a non-negative integer");
   if (ev & 1) mask |= CURL_CSELECT_IN;
   if (ev & 2) mask |= CURL_CSELECT_OUT;
   if (ev & 4) mask |= CURL_CSELECT_ERR;

@@ -17,6 +17,7 @@
 ** leaves a parser whose position in the stream is lost, so it is marked as
 ** such and re-raised, instead of silently skipping the rest of the piece.
 */
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -308,10 +309,11 @@ static int sse_records_parse(lua_State *L) {
    a close from a finalizer waits, a raised error marks the position lost. */
 static int sse_records(lua_State *L) {
   lsse *u = check_sse(L, 1);
-  int status;
+  int status, flags;
   luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
-  luaL_optinteger(L, 4, 0);
+  flags = lua_isnoneornil(L, 4) ? 0
+    : (int)oai_checkrange(L, 4, 0, INT_MAX, 1, "oai.sse: records flags must be a non-negative integer");
   if (u->busy) return luaL_error(L, "attempt to feed an oai.sse from inside its own feed");
   if (u->lost) {
     lua_pushnil(L);
@@ -323,7 +325,7 @@ static int sse_records(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
-  lua_pushvalue(L, 4);
+  lua_pushinteger(L, flags);   /* checked: the parse converts it back */
   lua_pushvalue(L, 5);
   u->busy = 1;
   status = lua_pcall(L, 5, 2, 0);

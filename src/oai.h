@@ -17,6 +17,14 @@ void oai_open_json(lua_State *L);   /* json_encode, json_decode, null, array, ob
 void oai_open_sse(lua_State *L);    /* sse */
 void oai_open_http(lua_State *L);   /* multi, request, monotime, getdate, curl_info */
 
+/* core.c: the one way a Lua number becomes a C integer.  The value at idx
+   must be a number within [lo, hi] (NaN never is; with integral, also a
+   whole number); otherwise raises "<msg> (got <value>)".  The result may
+   then be cast to any integer type covering [lo, hi]: converting NaN or an
+   out-of-range double is undefined behaviour in C. */
+lua_Number oai_checkrange(lua_State *L, int idx, lua_Number lo, lua_Number hi,
+                          int integral, const char *msg);
+
 /* json.c: decode s[0..len) and push the value (returns 1), or push an
    error message (returns 0); encode the value at idx and push the text
    (raises with the path to an unencodable value) */

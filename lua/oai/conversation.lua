@@ -49,7 +49,7 @@ local function check_message(m, who, level)
 end
 
 local function positive(v, name)
-  if v ~= nil and (type(v) ~= "number" or v < 1) then
+  if v ~= nil and (type(v) ~= "number" or not (v >= 1)) then   -- NaN fails v >= 1
     error("oai.conversation: " .. name .. " must be a positive number", 3)
   end
   return v

@@ -44,6 +44,40 @@ local DEFAULTS = {
   grace = 2, resolve = false,
 }
 
+-- numeric options: { lowest, highest, integral }.  NaN, infinities and
+-- values out of range are programmer errors (NaN would slip past every
+-- comparison: max_retries = 0/0 retried forever, timeout = 0/0 had no limit)
+local NUMERIC = {
+  timeout = { 0, 1e9 }, connect_timeout = { 0, 1e9 }, idle_timeout = { 0, 1e9 }, grace = { 0, 1e9 },
+  max_retries = { 0, 1e6, true }, max_body_bytes = { 0, 1e12, true }, max_event_bytes = { 1, 1e12, true },
+}
+
+local function show_number(v)
+  if type(v) ~= "number" then return type(v) end
+  if v ~= v then return "nan" end
+  if v == math.huge then return "inf" elseif v == -math.huge then return "-inf" end
+  return ("%.14g"):format(v)
+end
+
+-- raises (at the caller's caller) when option k has a bad value v
+local function check_option(where, k, v)
+  local rule = NUMERIC[k]
+  if not rule then return end
+  local lo, hi, integral = rule[1], rule[2], rule[3]
+  if type(v) == "number" and v >= lo and v <= hi and (not integral or v == floor(v)) then return end
+  local what = integral and (lo > 0 and "a positive integer" or "a non-negative integer")
+    or "a non-negative number"
+  if type(v) == "number" and v == v and v > hi then what = what .. (" up to %.14g"):format(hi) end
+  -- blame the first caller outside this file
+  local level, here = 2, debug.getinfo(1, "S").source
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or info.source ~= here then break end
+    level = level + 1
+  end
+  error(("%s: %s must be %s (got %s)"):format(where, k, what, show_number(v)), level)
+end
+
 -- secrets live here, never in the client table itself (printing or
 -- serialising a client must not reveal the key)
 local secrets = setmetatable({}, { __mode = "k" })
@@ -105,12 +139,18 @@ function oai.new(opts)
   end
   self.options = {}
   for k, v in pairs(DEFAULTS) do
-    if opts[k] ~= nil then self.options[k] = opts[k] else self.options[k] = v end
+    local given = opts[k]
+    if given ~= nil then
+      check_option("oai.new", k, given)
+      self.options[k] = given
+    else
+      self.options[k] = v
+    end
   end
   return self
 end
 
--- merged per-call options
+-- merged per-call options; only the keys given are checked
 local function options(self, call)
   local base = self.options
   if not call then return base end
@@ -118,6 +158,7 @@ local function options(self, call)
   for k in pairs(DEFAULTS) do
     local v = call[k]
     if v ~= nil then
+      check_option("oai call options", k, v)
       if not o then
         o = {}
         for kk, vv in pairs(base) do o[kk] = vv end

@@ -14,7 +14,8 @@ local co_create, co_resume, co_yield, co_status, co_running =
   coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.running
 local traceback = debug.traceback
 local unpack = table.unpack or unpack
-local select, type, error, tostring, setmetatable = select, type, error, tostring, setmetatable
+local select, type, error, tostring, pcall, setmetatable, getmetatable =
+  select, type, error, tostring, pcall, setmetatable, getmetatable
 
 local loop = {}
 
@@ -22,7 +23,10 @@ local multi            -- the libcurl multi handle (created on first use)
 local task_of = setmetatable({}, { __mode = "k" })   -- coroutine -> task
 local live = 0         -- tasks not yet finished
 local runq, runq_n = {}, 0                          -- tasks to resume, FIFO
-local waiting = setmetatable({}, { __mode = "k" })  -- request -> task waiting on it
+-- request -> what waits on it: one waiter, or a Waiters list of them.  A
+-- waiter is a task, or a Mark (a caller outside any task driving the loop).
+local waiting = setmetatable({}, { __mode = "k" })
+local Waiters, Mark = {}, {}
 local news = setmetatable({}, { __mode = "k" })     -- request -> true: news nobody waited for yet
 local timers = {}      -- sorted by .at: { at = seconds, task = t } or { at, fn }
 local errors = {}      -- unhandled task errors, raised by run()/step()
@@ -32,6 +36,16 @@ local driver           -- optional external driver (oai.uv): { wake = fn }
 
 local Task = {}
 Task.__index = Task
+
+-- a finite number >= 0 (NaN fails every comparison: a NaN timer or wait
+-- would never fire and would block every later timer), else raises at the
+-- caller's caller
+local function check_seconds(v, where, name)
+  if type(v) == "number" and v >= 0 and v < math.huge then return v end
+  local got = type(v) ~= "number" and type(v) or v ~= v and "nan" or v == math.huge and "inf"
+    or v == -math.huge and "-inf" or ("%.14g"):format(v)
+  error(("%s: %s must be a non-negative number (got %s)"):format(where, name, got), 3)
+end
 
 ---@return userdata multi the loop's libcurl multi handle
 function loop.multi()
@@ -63,10 +77,17 @@ local function finish(task, ok, ...)
   else
     local err = ...
     task.err = err
-    task.trace = traceback(task.co, tostring(err))
+    local okm, msg = pcall(tostring, err)   -- a raising __tostring must not escape
+    task.trace = traceback(task.co, okm and msg or "(error object is not a string)")
     if task.on_error then
       task.handled = true
-      task.on_error(err, task.trace)
+      -- nothing may raise here: the pass resuming the other tasks goes on;
+      -- the handler's own error is raised by run()/step() afterwards
+      local okh, e2 = pcall(task.on_error, err, task.trace)
+      if not okh then
+        local okt, m2 = pcall(tostring, e2)
+        errors[#errors + 1] = { trace = "oai: on_error handler raised: " .. (okt and m2 or "?") }
+      end
     elseif not task.joined then
       errors[#errors + 1] = task
     end
@@ -141,16 +162,48 @@ local function add_timer(tm)
   return tm
 end
 
+local function wake(w)
+  if getmetatable(w) == Mark then w.woken = true else schedule(w) end
+end
+
+-- wake everything waiting on req; false when nothing was
+local function wake_all(req)
+  local w = waiting[req]
+  if not w then return false end
+  waiting[req] = nil
+  if getmetatable(w) == Waiters then
+    for i = 1, #w do wake(w[i]) end
+  else
+    wake(w)
+  end
+  return true
+end
+
+local function add_waiter(req, w)
+  local cur = waiting[req]
+  if cur == nil then
+    waiting[req] = w
+  elseif getmetatable(cur) == Waiters then
+    cur[#cur + 1] = w
+  else
+    waiting[req] = setmetatable({ cur, w }, Waiters)
+  end
+end
+
+local function remove_waiter(req, w)
+  local cur = waiting[req]
+  if cur == w then
+    waiting[req] = nil
+  elseif getmetatable(cur) == Waiters then
+    for i = #cur, 1, -1 do if cur[i] == w then table.remove(cur, i) end end
+    if #cur == 0 then waiting[req] = nil end
+  end
+end
+
 local function deliver(ready)
   for i = 1, #ready do
     local req = ready[i]
-    local t = waiting[req]
-    if t then
-      waiting[req] = nil
-      schedule(t)
-    else
-      news[req] = true
-    end
+    if not wake_all(req) then news[req] = true end
   end
 end
 loop.deliver = deliver
@@ -197,6 +250,8 @@ end
 ---@param budget_ms? number
 ---@return boolean busy true while tasks or transfers remain
 function loop.step(timeout_ms, budget_ms)
+  if timeout_ms ~= nil then check_seconds(timeout_ms, "oai.step", "timeout_ms") end
+  if budget_ms ~= nil then check_seconds(budget_ms, "oai.step", "budget_ms") end
   local busy = pump(timeout_ms or 0, budget_ms)
   raise_errors()
   return busy
@@ -225,29 +280,38 @@ function loop.wait(req, timeout)
   if news[req] then news[req] = nil; return end
   local t = current_task()
   if t then
-    waiting[req] = t
+    -- several tasks may wait on one request (text() in one, result() in
+    -- another): news wakes them all
+    add_waiter(req, t)
     t.blocked = true
     local tm
     if timeout then
       tm = add_timer { at = monotime() + timeout, fn = function()
-        if waiting[req] == t then waiting[req] = nil; schedule(t) end
+        remove_waiter(req, t)
+        schedule(t)
       end }
     end
     co_yield()
     if tm then loop.cancel_timer(tm) end
+    remove_waiter(req, t)   -- resumed by something else (a joiner's wake, a bare resume)
     return
   end
+  -- outside a task: drive the loop until the news reaches our mark (tasks
+  -- may be waiting on the same request)
+  local mark = setmetatable({ woken = false }, Mark)
+  add_waiter(req, mark)
   local deadline = timeout and monotime() + timeout
-  local function arrived() return news[req] end
-  while not news[req] do
+  local function arrived() return mark.woken or news[req] end
+  while not arrived() do
     local wait = 1000
     if deadline then
       wait = (deadline - monotime()) * 1000
-      if wait <= 0 then return end
+      if wait <= 0 then break end
     end
     pump(wait, nil, arrived)
   end
-  news[req] = nil
+  remove_waiter(req, mark)
+  if not mark.woken then news[req] = nil end
 end
 
 --- Start a transfer on the loop's multi handle.
@@ -261,19 +325,17 @@ end
 --- (it then sees the request finished).
 ---@param req userdata
 function loop.forget(req)
-  local t = waiting[req]
-  waiting[req] = nil
-  if t then
+  if wake_all(req) then
     news[req] = nil
-    schedule(t)
   else
-    news[req] = true   -- a blocking waiter returns and sees the request ended
+    news[req] = true   -- a later waiter returns and sees the request ended
   end
 end
 
 --- Sleep for `seconds`; inside a task other tasks keep running.
 ---@param seconds number
 function loop.sleep(seconds)
+  if seconds ~= nil then check_seconds(seconds, "oai.sleep", "seconds") end
   local at = monotime() + (seconds or 0)
   local t = current_task()
   if t then

@@ -29,6 +29,7 @@ local concat = table.concat
 local byte, sub, find, lower, format = string.byte, string.sub, string.find, string.lower, string.format
 local unpack = table.unpack or unpack
 local traceback = debug.traceback
+local co_running, co_status = coroutine.running, coroutine.status
 
 -- the nginx request running now (nil outside nginx): a cosocket may only be
 -- touched from the request that opened it
@@ -133,8 +134,9 @@ end
 local function opt_ms(spec, k)
   local v = spec[k]
   if v == nil then return 0 end
-  if type(v) ~= "number" or v < 0 or v > 1e12 then
-    error("oai.request: option '" .. k .. "' must be a non-negative number", 3)
+  if type(v) ~= "number" or not (v >= 0 and v <= 1e12) then   -- NaN fails both
+    error("oai.request: option '" .. k .. "' must be a non-negative number up to 1000000000000 (got "
+      .. (type(v) ~= "number" and type(v) or v ~= v and "nan" or format("%.14g", v)) .. ")", 3)
   end
   return v
 end
@@ -907,23 +909,59 @@ end
 ---@param timeout? number seconds
 function M.wait(req, timeout)
   if req.closed or req.done or not req.t_start then return end
+  local reader = req.reading
+  if reader and co_status(reader) ~= "dead" then
+    -- another light thread is reading this socket (text() in one thread,
+    -- result() in another): a cosocket has one reader, so wait for its news
+    local sema = req.sema
+    if not sema then
+      sema = require("ngx.semaphore").new(0)
+      req.sema, req.sema_n = sema, 0
+    end
+    req.sema_n = req.sema_n + 1
+    local ok = sema:wait(timeout or 3600)
+    if not ok and req.sema_n > 0 then req.sema_n = req.sema_n - 1 end   -- timed out: not counted any more
+    return
+  end
+  req.reading = co_running()
   req.news = false
   local until_t = timeout and (monotime() + timeout)
   while true do
     advance(req)
-    if req.news or req.done or req.closed then req.news = false return end
-    if fill(req, until_t) == "wait" then return end
-    if req.done or req.closed then return end
+    if req.news or req.done or req.closed then req.news = false break end
+    if fill(req, until_t) == "wait" then break end
+    if req.done or req.closed then break end
+  end
+  req.reading = nil
+  -- the threads waiting for this reader's news go on (one of them may then
+  -- become the reader)
+  local n = req.sema_n
+  if n and n > 0 then
+    req.sema_n = 0
+    req.sema:post(n)
   end
 end
 
---- Nothing to forget: a request is waited for only by the thread reading it.
+--- Wake the light threads waiting for the reader of req (after a cancel;
+--- they then see the request finished).
+---@param req oai.ngx.Request
 ---@return nil
-function M.forget() end
+function M.forget(req)
+  local n = req and req.sema_n
+  if n and n > 0 then
+    req.sema_n = 0
+    req.sema:post(n)
+  end
+end
 
 --- ngx.sleep, for retry backoff inside nginx
 ---@param seconds number
 function M.sleep(seconds)
+  if seconds ~= nil and not (type(seconds) == "number" and seconds >= 0 and seconds < math.huge) then
+    -- NaN fails every comparison
+    error("oai.sleep: seconds must be a non-negative number (got "
+      .. (type(seconds) ~= "number" and type(seconds) or seconds ~= seconds and "nan" or tostring(seconds)) .. ")", 2)
+  end
   if seconds and seconds > 0 then ngx.sleep(seconds) else ngx.sleep(0) end
 end
 
@@ -968,7 +1006,7 @@ function M.spawn(opts, fn, ...)
     local keep = {}
     for i = 1, #list do
       local t = list[i]
-      if not t.done or (t.err ~= nil and not t.handled) then keep[#keep + 1] = t end
+      if not t.done or (t.err ~= nil and not t.handled) or t.handler_err then keep[#keep + 1] = t end
     end
     list = keep
     by_ctx[ctx] = list
@@ -985,7 +1023,11 @@ function M.spawn(opts, fn, ...)
       if task.on_error then
         task.handled = true
         local ok, e2 = pcall(task.on_error, task.err, task.trace)
-        if not ok then ngx.log(ngx.ERR, "oai: on_error raised: ", tostring(e2)) end
+        if not ok then
+          -- as with oai.loop: run() raises it once the tasks are done
+          task.handler_err = "oai: on_error handler raised: " .. tostring(e2)
+          ngx.log(ngx.ERR, task.handler_err)
+        end
       elseif not task.joined then
         ngx.log(ngx.ERR, "oai: task failed: ", task.trace)
       end
@@ -1044,6 +1086,11 @@ function M.run()
   by_ctx[ctx] = nil
   for j = 1, #list do
     local t = list[j]
+    if t.handler_err then
+      local e = t.handler_err
+      t.handler_err = nil
+      error(e, 0)
+    end
     if t.err ~= nil and not t.handled then
       t.handled = true
       error(t.trace, 0)

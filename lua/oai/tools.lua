@@ -309,8 +309,11 @@ function Toolset:run(client, request, opts)
   if type(request) ~= "table" then error("tools:run: request must be a table", 2) end
   opts = opts or {}
   local max_rounds = opts.max_rounds or 10
-  if type(max_rounds) ~= "number" or max_rounds < 1 then
-    error("tools:run: max_rounds must be a positive number", 2)
+  if type(max_rounds) ~= "number" or not (max_rounds >= 1 and max_rounds <= 1e6)   -- NaN fails both
+    or max_rounds ~= math.floor(max_rounds) then
+    error("tools:run: max_rounds must be a positive integer (got "
+      .. (type(max_rounds) ~= "number" and type(max_rounds) or max_rounds ~= max_rounds and "nan"
+        or tostring(max_rounds)) .. ")", 2)
   end
   local base = {}
   for k, v in pairs(request) do base[k] = v end

@@ -203,6 +203,27 @@ function PROBES.cancel(client, p)
   return { deltas = got, content = content_of(res), err = err_table(rerr) }
 end
 
+-- two light threads on one stream: text() in one, result() in the other
+function PROBES.shared_stream(client, p)
+  local s, err = client:stream(p.request, p.call)
+  if not s then return { err = err_table(err) } end
+  local texts = {}
+  local a = ngx.thread.spawn(function()
+    local ok, e = pcall(function() for t in s:text() do texts[#texts + 1] = t end end)
+    return ok or tostring(e)
+  end)
+  local b = ngx.thread.spawn(function()
+    local ok, res, rerr = pcall(s.result, s)
+    if not ok then return { raised = tostring(res) } end
+    return { content = content_of(res), err = err_table(rerr) }
+  end)
+  local _, text_ok = ngx.thread.wait(a)
+  local _, r = ngx.thread.wait(b)
+  r = r or {}
+  r.text_ok, r.deltas = text_ok, texts
+  return r
+end
+
 function PROBES.models(client)
   local models, _, err = client:models()
   if not models then return { err = err_table(err) } end
@@ -313,6 +334,35 @@ function PROBES.spawn(client, p)
   end
   oai.run()
   return { contents = out }
+end
+
+-- a raising on_error: the other tasks still run, oai.run() raises it
+function PROBES.on_error_raises()
+  local ran = {}
+  oai.spawn({ on_error = function() error("handler broke", 0) end }, function() error("first", 0) end)
+  oai.spawn(function() ran[#ran + 1] = "second" end)
+  oai.spawn(function() oai.sleep(0.01); ran[#ran + 1] = "third" end)
+  local ok, err = pcall(oai.run)
+  return { ok = ok, raised = not ok and tostring(err) or nil, ran = ran }
+end
+
+-- NaN and friends inside nginx: oai.new, per-call options, oai.sleep, the transport's request
+function PROBES.nan_options(client)
+  local NAN = 0 / 0
+  local function msg(fn)
+    local ok, err = pcall(fn)
+    return ok and "did not raise" or (tostring(err):gsub("^[^:]*:%d+: ", ""))
+  end
+  local req = { model = "test-model", messages = { { role = "user", content = "x" } } }
+  local T = oai.transport()
+  return {
+    new = msg(function() oai.new { base_url = client.base_url, idle_timeout = NAN } end),
+    call = msg(function() client:chat(req, { max_retries = NAN }) end),
+    stream = msg(function() client:stream(req, { timeout = NAN }) end),
+    sleep = msg(function() oai.sleep(NAN) end),
+    sleep_neg = msg(function() oai.sleep(-1) end),
+    request = msg(function() T.request { url = client.base_url .. "/models", timeout_ms = NAN } end),
+  }
 end
 
 function PROBES.conversation(client)
