@@ -205,7 +205,7 @@ end
 
 -- two light threads on one stream: text() in one, result() in the other
 function PROBES.shared_stream(client, p)
-  local s, err = client:stream(p.request, p.call)
+  local s, _, err = client:stream(p.request, p.call)
   if not s then return { err = err_table(err) } end
   local texts = {}
   local a = ngx.thread.spawn(function()
