@@ -759,6 +759,22 @@ describe("streaming", function()
         assert.equal('{"e":"😃"}', res.choices[1].message.tool_calls[1]["function"].arguments)
       end)
     end)
+
+    it("replaces a high half still waiting when the body ends without [DONE]", function()
+      local ended = {
+        'data: {"id":"chatcmpl-q","choices":[{"index":0,"delta":{"content":"end\\ud83d"}}]}\n\n',
+        ev({}, "stop"),
+      }
+      both(ended, function(s)
+        local got = {}
+        for t in s:text() do got[#got + 1] = t end
+        assert.same({ "end", R }, got)
+        assert.equal("end" .. R, assert(s:result()).choices[1].message.content)
+      end)
+      both(ended, function(s)
+        assert.equal("end" .. R, assert(s:result()).choices[1].message.content)
+      end)
+    end)
   end)
 
   describe("errors inside the stream", function()

@@ -970,6 +970,21 @@ static void keep_template(oai_chunk_state *st, const out *o, const char *d, size
   st->len = len;
 }
 
+/* The records of the halves still waiting when a stream's body ended
+   without [DONE] (each one U+FFFD of its field, as at [DONE]); appended to
+   the table at index t, n slots used. */
+void oai_chunk_flush(lua_State *L, int t, int *n, oai_chunk_state *st, int raw) {
+  out o;
+  if (st->nhalf == 0) return;
+  o.L = L; o.t = t; o.n = *n; o.st = st;
+  o.other = o.contents = 0;
+  o.cp = o.ip = NULL;
+  o.cn = o.in = 0;
+  luaL_checkstack(L, 8, "oai: records");
+  flush_halves(&o, raw);
+  *n = o.n;
+}
+
 void oai_chunk_free(oai_chunk_state *st) {
   free(st->tpl);
   st->tpl = NULL;

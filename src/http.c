@@ -1075,6 +1075,19 @@ static int request_read_records(lua_State *L) {
   return 2;
 }
 
+/* req:flush_records(out, flags) -> n: when the body ended without [DONE],
+   the records of what the chunk decoder still holds (a UTF-16 high half that
+   no low half followed becomes U+FFFD), in out[1..n] */
+static int request_flush_records(lua_State *L) {
+  request *r = check_request(L, 1);
+  int n = 0;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 3);
+  oai_chunk_flush(L, 2, &n, &r->chunk, (int)(luaL_optinteger(L, 3, 0) & 1));
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 /* req:pending() -> true if an event stream ended inside an event */
 static int request_pending(lua_State *L) {
   request *r = check_request(L, 1);
@@ -1501,6 +1514,7 @@ static const luaL_Reg request_methods[] = {
   { "read", request_read },
   { "read_records", request_read_records },
   { "pending", request_pending },
+  { "flush_records", request_flush_records },
   { "result", request_result },
   { "info", request_info },
   { "cancel", request_cancel },

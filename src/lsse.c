@@ -336,8 +336,22 @@ static int sse_records(lua_State *L) {
   return 2;
 }
 
+/* p:flush_records(out[, flags]) -> n: at the end of a body without [DONE],
+   the records of what records() still holds (a lone UTF-16 high half becomes
+   U+FFFD), in out[1..n] */
+static int sse_flush_records(lua_State *L) {
+  lsse *u = check_sse(L, 1);
+  int n = 0;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 3);
+  oai_chunk_flush(L, 2, &n, &u->chunk, (int)(luaL_optinteger(L, 3, 0) & 1));
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 static const luaL_Reg sse_methods[] = {
   {"records", sse_records},
+  {"flush_records", sse_flush_records},
   {"retry", sse_retry},
   {"pending", sse_pending},
   {"reset", sse_reset},

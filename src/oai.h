@@ -61,6 +61,7 @@ typedef struct oai_chunk_state {
 } oai_chunk_state;
 int oai_chunk_records(lua_State *L, int t, int *n, const char *type, size_t type_len,
                       const char *d, size_t len, oai_chunk_state *st, int raw);
+void oai_chunk_flush(lua_State *L, int t, int *n, oai_chunk_state *st, int raw);
 void oai_chunk_free(oai_chunk_state *st);
 
 #endif

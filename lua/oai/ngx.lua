@@ -786,6 +786,17 @@ local function take_raw(self)
   return s
 end
 
+--- req:flush_records(out, flags) -> n (as oai.request: a waiting UTF-16 high
+--- half at the end of a body without [DONE] becomes U+FFFD)
+---@param out table
+---@param flags? integer
+---@return integer n
+function Request:flush_records(out, flags)
+  check(self)
+  if self.body_mode ~= "sse" then return 0 end
+  return parser(self):flush_records(out, flags or 0)
+end
+
 --- req:read_records(out, flags[, final]) -> n, stop (as oai.request: the
 --- C SSE parser frames the bytes, the C chunk decoder fills out[1..n])
 ---@param out table

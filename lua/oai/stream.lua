@@ -490,6 +490,14 @@ function Stream:_fill()
           self:_finish(stream_error(self, { kind = "protocol",
             message = "stream ended before any choice finished and without [DONE]" }))
         end
+        if ok and not self.finished then
+          -- ended without [DONE]: a UTF-16 half still waiting becomes U+FFFD
+          local nf = req:flush_records(self._out, self._flags)
+          if nf > 0 then
+            self._ri, self._rn = 1, nf
+            return true
+          end
+        end
         return false
       end
       -- all choices finished: wait at most `grace` for [DONE] / usage / close
