@@ -696,7 +696,13 @@ describe("oai client", function()
         { headers = { ["x-test-chunks"] = "30", ["x-test-chunk-delay-ms"] = "5" } }))
       local pieces, res, rerr, text_done = {}, nil, nil, false
       oai.spawn(function()
-        for t in s:text() do pieces[#pieces + 1] = t end
+        -- a while loop: Lua 5.1 cannot yield inside a generic for's iterator
+        local next_text = s:text()
+        while true do
+          local t = next_text()
+          if t == nil then break end
+          pieces[#pieces + 1] = t
+        end
         text_done = true
       end)
       oai.spawn(function() res, rerr = s:result() end)
@@ -713,7 +719,10 @@ describe("oai client", function()
       local s = assert(client:stream({ model = "test-model", messages = { user("x") } },
         { headers = { ["x-test-chunks"] = "10", ["x-test-chunk-delay-ms"] = "5" } }))
       local n = 0
-      oai.spawn(function() for _ in s:text() do n = n + 1 end end)
+      oai.spawn(function()
+        local next_text = s:text()   -- (5.1: no yield inside a generic for)
+        while next_text() do n = n + 1 end
+      end)
       oai.step(0)   -- the task is now waiting on the stream
       local t0 = oai.core.monotime()
       local loop = require "oai.loop"

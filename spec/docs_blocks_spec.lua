@@ -84,7 +84,7 @@ describe("documentation code blocks #child", function()
           proc.execute("mkdir -p " .. proc.q(root .. "/.tmp"))
           local f = root .. "/.tmp/doc_block_spec.lua"
           proc.write_file(f, b.code)
-          local lua = arg and arg[-1] or "lua"
+          local lua = require("helpers").interpreter()
           local out = proc.capture(("cd %s && busted --lua=%s .tmp/doc_block_spec.lua 2>&1; echo rc=$?")
             :format(proc.q(root), lua))
           os.remove(f)

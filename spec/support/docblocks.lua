@@ -62,12 +62,7 @@ function M.substitute(code, url, root)
   return code
 end
 
-local function lua_cmd()
-  local lua = arg and arg[-1] or "lua"
-  local i = -2
-  while arg and arg[i] do lua = arg[i] .. " " .. lua; i = i - 1 end
-  return lua
-end
+local lua_cmd = require("helpers").interpreter
 
 local function lua_path(root)
   return root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;"

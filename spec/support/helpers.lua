@@ -55,10 +55,17 @@ end
 
 -- run examples/<name> with the interpreter and module paths busted runs
 -- with, against the bundled local server: its output, ending in "rc=N\n"
-function helpers.run_example(name)
+-- the interpreter busted runs under, with its flags: programs a spec
+-- starts run on the same runtime
+function helpers.interpreter()
   local lua = arg and arg[-1] or "lua"
   local i = -2
   while arg and arg[i] do lua = arg[i] .. " " .. lua; i = i - 1 end
+  return lua
+end
+
+function helpers.run_example(name)
+  local lua = helpers.interpreter()
   local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
   local cmd = ("env -u OPENAI_BASE_URL -u OPENAI_MODEL LUA_PATH=%s LUA_CPATH=%s %s examples/%s 2>&1; echo rc=$?")
     :format(q(package.path), q(helpers.child_cpath()), lua, name)

@@ -16,12 +16,7 @@ local M = {}
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
-local function interpreter()
-  local lua = arg and arg[-1] or "lua"
-  local i = -2
-  while arg and arg[i] do lua = arg[i] .. " " .. lua; i = i - 1 end
-  return lua
-end
+local interpreter = require("helpers").interpreter
 
 local function literal(v)
   if type(v) == "table" then
