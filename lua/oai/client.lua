@@ -12,6 +12,7 @@ local transport = require "oai.transport"
 local reply = require "oai.reply"
 local stream_mod = require "oai.stream"
 local handle_mod = require "oai.handle"
+local structured = require "oai.structured"
 
 local fail = errors.fail
 local json_encode, json_decode = core.json_encode, core.json_decode
@@ -476,5 +477,8 @@ function Client:post(path, body, opts)
   resolve_url(self, opts, path, 2)
   return json_call(self, "POST", path, body ~= nil and encode(body, 2) or "", opts)
 end
+
+-- client:parse (structured outputs) is documented in oai.structured
+Client.parse = structured.parse
 
 return M

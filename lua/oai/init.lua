@@ -33,7 +33,6 @@ oai.errors = errors
 oai.Client = client.Client
 oai.new = client.new
 oai.meta = client.meta
-oai.Client.parse = structured.parse
 
 -- transports and tasks (oai.transport; oai.loop drives libcurl)
 oai.curl_transport = transport.curl
