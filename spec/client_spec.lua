@@ -477,8 +477,8 @@ describe("oai client", function()
       raises("oai.sleep: seconds must be a non-negative number (got nan)", function() oai.sleep(NAN) end)
       raises("oai.sleep: seconds must be a non-negative number (got -1)", function() oai.sleep(-1) end)
       raises("oai.sleep: seconds must be a non-negative number (got inf)", function() oai.sleep(INF) end)
-      raises("oai.step: timeout_ms must be a non-negative number (got nan)", function() oai.step(NAN) end)
-      raises("oai.step: budget_ms must be a non-negative number (got nan)", function() oai.step(0, NAN) end)
+      raises("oai.step: timeout must be a non-negative number (got nan)", function() oai.step(NAN) end)
+      raises("oai.step: budget must be a non-negative number (got nan)", function() oai.step(0, NAN) end)
       -- a task's NaN sleep used to block every later timer
       local err, woke
       oai.spawn({ on_error = function(e) err = e end }, function() oai.sleep(NAN) end)
@@ -671,7 +671,7 @@ describe("oai client", function()
     -- drive the loop for at most `secs` (a hang fails the spec instead of blocking it)
     local function drive(secs)
       local t0 = oai.core.monotime()
-      while oai.step(20) do
+      while oai.step(0.02) do
         if oai.core.monotime() - t0 > secs then return false end
       end
       return true

@@ -37,7 +37,7 @@ describe("game loop", function()
     local deadline = now() + 15
     while done < 50 and now() < deadline do
       local t0 = now()
-      oai.step(0, 1)   -- never wait; at most ~1 ms of task work per frame
+      oai.step(0, 0.001)   -- never wait; at most ~1 ms (0.001 s) of task work per frame
       local t1 = now()
       steps[#steps + 1] = (t1 - t0) * 1000
       -- the rest of the frame: the game's own work and vsync

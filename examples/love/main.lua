@@ -1,7 +1,8 @@
 -- examples/love: streaming a reply inside a LÖVE game loop.  oai.step(0)
--- runs once per frame in love.update and never blocks, so the frame rate
--- holds while the reply streams in.  Quits with exit code 0 when the reply
--- completed, 1 on an error (also from the error handler), so CI can run it:
+-- (a timeout of 0 seconds) runs once per frame in love.update and never
+-- blocks, so the frame rate holds while the reply streams in.  Quits with
+-- exit code 0 when the reply completed, 1 on an error (also from the error
+-- handler), so CI can run it:
 --   OAI_ROOT=$PWD love examples/love        (uses build/luajit/oai/core.so)
 -- Talks to $OPENAI_BASE_URL, else starts the bundled local server.
 local root = os.getenv("OAI_ROOT") or "."

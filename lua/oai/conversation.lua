@@ -15,6 +15,9 @@ local core = require "oai.native"
 local errors = require "oai.errors"
 local fail = errors.fail
 local messages = require "oai.messages"
+local reply = require "oai.reply"
+local handle = require "oai.handle"
+local window = require "oai.window"
 
 local json_encode, json_decode = core.json_encode, core.json_decode
 local type, pairs, ipairs, next, error, tostring, pcall, setmetatable, getmetatable =
@@ -177,111 +180,13 @@ end
 
 ---------------------------------------------------------------- trimming
 
--- characters of a string (UTF-8 aware)
-local function ulen(s)
-  if type(s) ~= "string" then return 0 end
-  local _, n = s:gsub("[^\128-\191]", "")
-  return n
-end
-
-local function chars_of(m, keep_reasoning)
-  local n = 0
-  local c = m.content
-  if type(c) == "string" then
-    n = ulen(c)
-  elseif type(c) == "table" then
-    for _, part in ipairs(c) do
-      if type(part) == "table" then n = n + ulen(part.text) end
-    end
-  end
-  if type(m.tool_calls) == "table" then
-    for _, call in ipairs(m.tool_calls) do
-      local fn = type(call) == "table" and call["function"]
-      if type(fn) == "table" then n = n + ulen(fn.name) + ulen(fn.arguments) end
-    end
-  end
-  if keep_reasoning and m.role == "assistant" then
-    n = n + ulen(m.reasoning_content) + ulen(m.reasoning)
-  end
-  return n
-end
-
-local function has_calls(m)
-  return m.role == "assistant" and type(m.tool_calls) == "table" and m.tool_calls[1] ~= nil
-end
-
-local function is_head(m)
-  return m.role == "system" or m.role == "developer"
-end
-
--- units of the history after the head: an assistant message with tool_calls
--- and the tool messages answering it, or one other message.  Tool messages
--- without their assistant message, and tool-call turns not fully answered,
--- are left out (a server would reject them).
-local function units_of(msgs, i)
-  local units, n = {}, #msgs
-  while i <= n do
-    local m = msgs[i]
-    if has_calls(m) then
-      local want, count = {}, 0
-      for _, c in ipairs(m.tool_calls) do
-        if type(c) == "table" and c.id ~= nil and not want[c.id] then
-          want[c.id] = true
-          count = count + 1
-        end
-      end
-      local unit, j = { m }, i + 1
-      while j <= n and msgs[j].role == "tool" and want[msgs[j].tool_call_id] do
-        want[msgs[j].tool_call_id] = nil
-        unit[#unit + 1] = msgs[j]
-        j = j + 1
-      end
-      if #unit - 1 == count then units[#units + 1] = unit end
-      i = j
-    elseif m.role == "tool" then
-      i = i + 1
-    else
-      units[#units + 1] = { m }
-      i = i + 1
-    end
-  end
-  return units
-end
-
 --- The messages the next request will carry: the leading system
 --- message(s), then the newest messages within max_messages and max_chars
---- (the newest message or tool-call turn always).  Assistant messages lose
---- their reasoning fields unless keep_reasoning.
+--- (the newest message or tool-call turn always; see oai.window).
+--- Assistant messages lose their reasoning fields unless keep_reasoning.
 ---@return oai.Message[]
 function Conversation:window()
-  local msgs, keep = self._messages, self.keep_reasoning
-  local out = core.array()
-  local i, used = 1, 0
-  while msgs[i] and is_head(msgs[i]) do
-    out[#out + 1] = msgs[i]
-    used = used + chars_of(msgs[i], keep)
-    i = i + 1
-  end
-  local units = units_of(msgs, i)
-  local max_m, max_c = self.max_messages, self.max_chars
-  local count, first = 0, #units + 1
-  for u = #units, 1, -1 do
-    local unit = units[u]
-    local uc = 0
-    for _, m in ipairs(unit) do uc = uc + chars_of(m, keep) end
-    if u < #units then
-      if max_m and count + #unit > max_m then break end
-      if max_c and used + uc > max_c then break end
-    end
-    count, used, first = count + #unit, used + uc, u
-  end
-  for u = first, #units do
-    for _, m in ipairs(units[u]) do
-      if m.role == "assistant" and not keep then m = messages.without_reasoning(m) end
-      out[#out + 1] = m
-    end
-  end
-  return out
+  return window.of(self._messages, self.max_messages, self.max_chars, self.keep_reasoning)
 end
 
 --- The request the next send would make: the conversation's default
@@ -393,11 +298,8 @@ end
 
 -- append the reply of a completed turn
 local function commit(self, res, model)
-  local choice = type(res) == "table" and type(res.choices) == "table" and res.choices[1]
-  local msg = type(choice) == "table" and choice.message
-  if type(msg) ~= "table" then
-    return nil, errors.new({ kind = "protocol", message = "the reply has no choices[1].message" })
-  end
+  local choice, msg = reply.message(res)
+  if not choice then return nil, msg end
   self:_record(res, model)
   self._messages[#self._messages + 1] = messages.from_reply(msg)
   return true
@@ -426,8 +328,6 @@ function Conversation:send(client, request, opts)
   return res
 end
 
-local CALLBACKS = { "on_text", "on_reasoning", "on_tool_call", "on_event", "on_done", "on_chunk" }
-
 --- Stream the conversation (client:stream).  The reply is appended once,
 --- when the stream completes: when an iterator reaches its end, when
 --- result() succeeds, or (with callbacks) before on_done.
@@ -447,12 +347,7 @@ function Conversation:stream(client, request, opts)
       commit(self, res, req.model)
     end
   end
-  local callbacks = false
-  if opts then
-    for _, k in ipairs(CALLBACKS) do
-      if opts[k] ~= nil then callbacks = true end
-    end
-  end
+  local callbacks = handle.has_callbacks(opts)
   if callbacks then
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
@@ -604,16 +499,12 @@ function M.from_json(text)
   return conv
 end
 
---- Install oai.conversation (callable: oai.conversation(opts)) and
---- oai.conversation.from_json.
----@param oai table
----@param Client table
-function M.install(oai)
-  oai.conversation = setmetatable({
-    new = M.new,
-    from_json = M.from_json,
-    Conversation = Conversation,
-  }, { __call = function(_, opts) return M.new(opts) end })
-end
+--- oai.conversation: callable (oai.conversation(opts) is M.new(opts)),
+--- with new, from_json and the Conversation type.
+M.api = setmetatable({
+  new = M.new,
+  from_json = M.from_json,
+  Conversation = Conversation,
+}, { __call = function(_, opts) return M.new(opts) end })
 
 return M

@@ -1,9 +1,17 @@
---- oai.errors: the one error shape for runtime failures.
+--- oai.errors: the one error shape for runtime failures, and the only place
+--- error tables are built.
 ---
---- Runtime failures return `nil, err`; `err` is a table with `kind` and
---- `message`, plus what is known: `status`, `type`, `code`, `param`,
+--- Runtime failures return `nil, message, err`; `err` is a table with `kind`
+--- and `message`, plus what is known: `status`, `type`, `code`, `param`,
 --- `request_id`, `retry_after`, `body`, `name` (libcurl), `attempts`,
---- `partial` (streams).  `tostring(err)` is one readable line.
+--- `partial` (streams).  `tostring(err)` is one readable line.  The API
+--- error envelope ({"error": {...}}) is read here only (M.api_fields).
+local core = require "oai.native"
+
+local type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable =
+  type, pairs, ipairs, tostring, tonumber, setmetatable, getmetatable
+local json_decode = core.json_decode
+
 local M = {}
 
 ---@class oai.Error
@@ -144,6 +152,119 @@ local TRANSPORT_KIND = {
 ---@return string kind
 function M.transport_kind(name)
   return TRANSPORT_KIND[name] or "network"
+end
+
+--- The error for a transport failure (name: libcurl's, or BODY_TOO_LARGE,
+--- CANCELED, ... from the transports).
+---@param name string
+---@param message string
+---@param key? string masked
+---@return oai.Error
+function M.from_transport(name, message, key)
+  return M.new({ kind = M.transport_kind(name), name = name, message = message }, key)
+end
+
+local function truncate(s, n)
+  if #s > n then return s:sub(1, n) end
+  return s
+end
+M.truncate = truncate
+
+-- seconds the server asked us to wait, from retry-after-ms / retry-after
+-- (headers: lower-cased names)
+---@param headers? table<string,string>
+---@return number?
+function M.retry_after(headers)
+  if not headers then return nil end
+  local ms = tonumber(headers["retry-after-ms"] or "")
+  if ms then return ms / 1000 end
+  local ra = headers["retry-after"]
+  if ra then
+    local secs = tonumber(ra)
+    if secs then return secs end
+    local t = core.getdate(ra)
+    if t then return t - os.time() end
+  end
+  return nil
+end
+
+--- Fill `fields` from an API error envelope's inner object (the value of
+--- "error" in a response body or in a stream event): kind "api", message,
+--- type, code, param, and `error` = the object.  A string is the message.
+---@param env any
+---@param fields table
+---@param default_message string when env carries no message
+---@return table fields
+function M.api_fields(env, fields, default_message)
+  if type(env) ~= "table" then env = { message = tostring(env) } end
+  fields.kind = "api"
+  local msg = env.message
+  fields.message = type(msg) == "string" and msg or default_message
+  for _, k in ipairs({ "type", "code", "param" }) do
+    local v = env[k]
+    if type(v) == "string" or type(v) == "number" then fields[k] = v end
+  end
+  fields.error = env
+  return fields
+end
+
+--- The error for a non-2xx response whose body is complete: "api" from the
+--- error envelope (or a bare {"message": ...}), else "http" with the body.
+---@param status integer
+---@param headers? table<string,string> lower-cased names
+---@param body string
+---@param key? string masked
+---@return oai.Error
+function M.from_status(status, headers, body, key)
+  local fields = {
+    status = status,
+    request_id = headers and headers["x-request-id"],
+    retry_after = M.retry_after(headers),
+  }
+  local doc = json_decode(body)
+  local env = type(doc) == "table" and doc.error
+  if type(env) == "table" or type(env) == "string" then
+    M.api_fields(env, fields, "HTTP " .. status)
+  elseif type(doc) == "table" and type(doc.message) == "string" then
+    -- some gateways send {"message": ...} without the envelope
+    fields.kind = "api"
+    fields.message = doc.message
+    if type(doc.type) == "string" then fields.type = doc.type end
+    if type(doc.code) == "string" or type(doc.code) == "number" then fields.code = doc.code end
+  else
+    fields.kind = "http"
+    local ct = headers and headers["content-type"] or "no content type"
+    fields.message = "HTTP " .. status .. " (" .. ct .. ", " .. #body .. " bytes)"
+    fields.body = truncate(body, 2048)
+  end
+  return M.new(fields, key)
+end
+
+--- The error for a 2xx body that is not a JSON object.
+---@param status? integer
+---@param request_id? string
+---@param body string
+---@param doc any what json_decode gave (nil: not JSON)
+---@param derr? string json_decode's message
+---@param key? string masked
+---@return oai.Error
+function M.from_body(status, request_id, body, doc, derr, key)
+  return M.new({
+    kind = "protocol", status = status, request_id = request_id,
+    message = doc == nil and ("response is not valid JSON: " .. tostring(derr))
+      or "response is not a JSON object",
+    body = truncate(body, 2048),
+  }, key)
+end
+
+--- A "protocol" error: the server's answer has not the expected shape.
+---@param message string
+---@param fields? table more fields
+---@return oai.Error
+function M.protocol(message, fields)
+  fields = fields or {}
+  fields.kind, fields.message = "protocol", message
+  return M.new(fields)
 end
 
 ---@param v any

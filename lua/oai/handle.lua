@@ -12,7 +12,7 @@ local co_running = coroutine.running
 
 local M = {}
 
-M.CALLBACKS = { "on_text", "on_reasoning", "on_tool_call", "on_event", "on_done", "on_chunk" }
+M.CALLBACKS = { "on_text", "on_reasoning", "on_tool_call", "on_event", "on_done" }
 
 --- Does a per-call options table hold any stream callback?
 ---@param opts? table

@@ -243,16 +243,17 @@ local function raise_errors()
   end
 end
 
---- Drive everything for at most timeout_ms (0: never blocks; for game loops).
---- budget_ms bounds the time spent resuming tasks in this call; tasks left
---- over run in the next step (for a steady frame time).
----@param timeout_ms? number
----@param budget_ms? number
+--- Drive everything for at most `timeout` seconds (0, the default, never
+--- blocks: for game loops).  `budget` (seconds) bounds the time spent
+--- resuming tasks in this call; tasks left over run in the next step (for
+--- a steady frame time).
+---@param timeout? number seconds
+---@param budget? number seconds
 ---@return boolean busy true while tasks or transfers remain
-function loop.step(timeout_ms, budget_ms)
-  if timeout_ms ~= nil then check_seconds(timeout_ms, "oai.step", "timeout_ms") end
-  if budget_ms ~= nil then check_seconds(budget_ms, "oai.step", "budget_ms") end
-  local busy = pump(timeout_ms or 0, budget_ms)
+function loop.step(timeout, budget)
+  if timeout ~= nil then check_seconds(timeout, "oai.step", "timeout") end
+  if budget ~= nil then check_seconds(budget, "oai.step", "budget") end
+  local busy = pump((timeout or 0) * 1000, budget and budget * 1000)
   raise_errors()
   return busy
 end

@@ -266,19 +266,4 @@ function M.without_reasoning(msg)
   return m
 end
 
---- Install the builders into the oai table.
----@param oai table
----@param Client table
-function M.install(oai)
-  oai.system = M.system
-  oai.developer = M.developer
-  oai.user = M.user
-  oai.assistant = M.assistant
-  oai.tool = M.tool
-  oai.text = M.text
-  oai.image_url = M.image_url
-  oai.image_file = M.image_file
-  oai.image_type = M.image_type
-end
-
 return M

@@ -17,6 +17,8 @@ local loop = require "oai.loop"
 local errors = require "oai.errors"
 local schema = require "oai.schema"
 local messages = require "oai.messages"
+local transport = require "oai.transport"
+local reply = require "oai.reply"
 
 local null = core.null
 local json_encode, json_decode = core.json_encode, core.json_decode
@@ -174,12 +176,10 @@ end
 local RETURNED = {}
 local function noop() end
 
--- oai.spawn / oai.transport once installed: tasks of the current host
--- (light threads inside nginx, where oai.loop must not run)
-local host_spawn, host_transport
-
+-- tasks of the current host (light threads inside nginx, where oai.loop
+-- must not run)
 local function spawn_handler(tool, args, call)
-  return (host_spawn or loop.spawn)({ on_error = noop }, function()
+  return transport.spawn({ on_error = noop }, function()
     return RETURNED, tool.handler(args, call)
   end)
 end
@@ -249,8 +249,7 @@ function Toolset:dispatch(tool_calls, opts)
     end
     -- outside a task, start them now (task:wait() then only waits for I/O)
     -- (a host's own tasks start at once, and oai.loop must not run there)
-    local hosted = host_transport and host_transport().spawn ~= nil
-    if any and not in_task and not hosted then loop.pump(0) end
+    if any and not in_task and not transport.hosted() then loop.pump(0) end
     for _, job in ipairs(jobs) do
       if job.task then job.content, job.err = task_outcome(job.task) end
     end
@@ -271,15 +270,6 @@ function Toolset:dispatch(tool_calls, opts)
 end
 
 ---------------------------------------------------------------- the loop
-
-local function ask(client, req, opts)
-  if opts.stream then
-    local s, msg, err = client:stream(req, opts)
-    if not s then return nil, msg, err end
-    return s:result()
-  end
-  return client:chat(req, opts)
-end
 
 local call_ids = 0
 
@@ -333,23 +323,22 @@ function Toolset:run(client, request, opts)
       send[i] = (added[m] and not keep) and messages.without_reasoning(m) or m
     end
     req.messages = send
-    local res, emsg, err = ask(client, req, opts)
+    local res, emsg, err = reply.ask(client, req, opts, opts.stream)
     if not res then
       err.messages = err.messages or history
       return nil, emsg, err, history
     end
     last = res
     if opts.on_response then opts.on_response(res, round) end
-    local choice = type(res.choices) == "table" and res.choices[1]
-    local msg = type(choice) == "table" and choice.message
-    if type(msg) ~= "table" then
-      local perr = errors.new({ kind = "protocol", message = "the reply has no choices[1].message", messages = history })
-      return nil, tostring(perr), perr, history
+    local choice, msg = reply.message(res)
+    if not choice then
+      msg.messages = history
+      return nil, tostring(msg), msg, history
     end
-    local reply = messages.from_reply(msg)
-    history[#history + 1] = reply
-    added[reply] = true
-    local calls = reply.tool_calls
+    local m = messages.from_reply(msg)
+    history[#history + 1] = m
+    added[m] = true
+    local calls = m.tool_calls
     if not calls then return res, nil, nil, history end
     for _, c in ipairs(calls) do
       if type(c.id) ~= "string" or c.id == "" then
@@ -368,14 +357,6 @@ function Toolset:run(client, request, opts)
     rounds = max_rounds, messages = history, completion = last,
   })
   return nil, tostring(lerr), lerr, history
-end
-
---- Install oai.tools(specs).
----@param oai table
----@param Client table
-function M.install(oai)
-  oai.tools = M.new
-  host_spawn, host_transport = oai.spawn, oai.transport
 end
 
 return M

@@ -1,4 +1,4 @@
---- oai.parse: structured outputs.
+--- oai.structured: structured outputs (client:parse, oai.parse_reply, oai.validate).
 ---
 ---   local value, err = client:parse { model = "m", messages = msgs,
 ---     response_format = { type = "json_schema", json_schema = {
@@ -11,6 +11,7 @@
 local core = require "oai.native"
 local errors = require "oai.errors"
 local schema = require "oai.schema"
+local reply = require "oai.reply"
 
 local json_decode = core.json_decode
 local type, error, tostring = type, error, tostring
@@ -62,11 +63,8 @@ function M.reply(completion, response_format)
 end
 
 function M._check(completion, rf, sch, name)
-  local choice = type(completion) == "table" and type(completion.choices) == "table" and completion.choices[1]
-  local msg = type(choice) == "table" and choice.message
-  if type(msg) ~= "table" then
-    return fail("protocol", "the reply has no choices[1].message", { completion = completion })
-  end
+  local choice, msg = reply.message(completion)
+  if not choice then return errors.fail(msg) end
   local content = msg.content
   local base = { completion = completion, content = type(content) == "string" and content or nil }
   if type(msg.refusal) == "string" and msg.refusal ~= "" then
@@ -110,54 +108,39 @@ function M._check(completion, rf, sch, name)
   return value
 end
 
---- Install client:parse and oai.parse_reply, oai.validate.
----@param oai table
----@param Client table
-function M.install(oai, Client)
-  ---@class oai.Client
-  local C = Client
+--- Structured outputs: send the request (which must carry a json_schema
+--- or json_object response_format) and return the decoded answer, checked
+--- against the schema.  opts.stream = true streams it (client:stream and
+--- its result(); stream callbacks in opts work too).  Installed as
+--- client:parse.
+---@param client oai.Client
+---@param request table
+---@param opts? table per-call client options, `stream`
+---@return any value the decoded answer
+---@return string? message of the failure
+---@return oai.Error? err kind "refusal" | "length" | "schema" | a request error
+---@return table? completion on success, the completion
+function M.parse(client, request, opts)
+  if type(request) ~= "table" then error("client:parse: request must be a table", 2) end
+  local rf = request.response_format
+  local sch, name = format_of(rf, "client:parse", 2)
+  local res, msg, err = reply.ask(client, request, opts, opts and opts.stream)
+  if not res then return nil, msg, err end
+  local value, pmsg, perr = M._check(res, rf, sch, name)
+  if perr then return nil, pmsg, perr end
+  return value, nil, nil, res
+end
 
-  --- Structured outputs: send the request (which must carry a json_schema
-  --- or json_object response_format) and return the decoded answer, checked
-  --- against the schema.  opts.stream = true streams it (client:stream and
-  --- its result(); stream callbacks in opts work too).
-  ---@param request table
-  ---@param opts? table per-call client options, `stream`
-  ---@return any value the decoded answer
-  ---@return string? message of the failure
-  ---@return oai.Error? err kind "refusal" | "length" | "schema" | a request error
-  ---@return table? completion on success, the completion
-  function C:parse(request, opts)
-    if type(request) ~= "table" then error("client:parse: request must be a table", 2) end
-    local rf = request.response_format
-    local sch, name = format_of(rf, "client:parse", 2)
-    local res, msg, err
-    if opts and opts.stream then
-      local s
-      s, msg, err = self:stream(request, opts)
-      if s then res, msg, err = s:result() end
-    else
-      res, msg, err = self:chat(request, opts)
-    end
-    if not res then return nil, msg, err end
-    local value, pmsg, perr = M._check(res, rf, sch, name)
-    if perr then return nil, pmsg, perr end
-    return value, nil, nil, res
-  end
-
-  oai.parse_reply = M.reply
-
-  --- Check a decoded JSON value against a JSON schema (the checker
-  --- client:parse and the tool loop use).
-  ---@param value any
-  ---@param s table the schema
-  ---@return true|nil ok
-  ---@return string? problem "PATH: problem"
-  ---@return string? path
-  oai.validate = function(value, s)
-    if type(s) ~= "table" and type(s) ~= "boolean" then error("oai.validate: schema must be a table", 2) end
-    return schema.check(value, s, "$")
-  end
+--- Check a decoded JSON value against a JSON schema (the checker
+--- client:parse and the tool loop use).  Installed as oai.validate.
+---@param value any
+---@param s table the schema
+---@return true|nil ok
+---@return string? problem "PATH: problem"
+---@return string? path
+function M.validate(value, s)
+  if type(s) ~= "table" and type(s) ~= "boolean" then error("oai.validate: schema must be a table", 2) end
+  return schema.check(value, s, "$")
 end
 
 return M
