@@ -1,4 +1,4 @@
--- oai inside real nginx: the oai.ngx cosocket transport (lua/oai/ngx.lua).
+-- oai inside real nginx: the oai.ngx cosocket transport (lua/oai/ngx/).
 --
 -- Starts the local OpenAI-compatible server (oai.testing, with TLS) and a second,
 -- private nginx (spec/support/ngx/nginx.conf, two workers, no init_by_lua preload)
