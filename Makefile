@@ -145,7 +145,8 @@ LUA ?=
 INST_RT = $(if $(filter luajit,$(LUA)),luajit,$(LUA_VERSION))
 INST_LVER = $(if $(filter luajit,$(LUA)),5.1,$(LUA_VERSION))
 install: $(BUILD)/$(INST_RT)/oai/core.so
-	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(INST_LVER)/oai $(DESTDIR)$(PREFIX)/share/lua/$(INST_LVER)/oai/testing
+	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(INST_LVER)/oai $(DESTDIR)$(PREFIX)/share/lua/$(INST_LVER)/oai/testing $(DESTDIR)$(PREFIX)/share/lua/$(INST_LVER)/oai/ngx
 	install -m 0755 $(BUILD)/$(INST_RT)/oai/core.so $(DESTDIR)$(PREFIX)/lib/lua/$(INST_LVER)/oai/core.so
 	install -m 0644 lua/oai/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(INST_LVER)/oai/
 	install -m 0644 lua/oai/testing/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(INST_LVER)/oai/testing/
+	install -m 0644 lua/oai/ngx/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(INST_LVER)/oai/ngx/
