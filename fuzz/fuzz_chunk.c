@@ -39,6 +39,7 @@ static const char NORMALIZE[] =
   "local core = ...\n"
   "core.monotime = function() return 0 end\n"
   "package.preload['oai.core'] = function() return core end\n"
+  "package.preload['oai.native'] = function() return core end\n"
   "package.preload['oai.loop'] = function() return {} end\n"
   "package.preload['oai.errors'] = function() return {} end\n"
   "local s = dofile('lua/oai/stream.lua')\n"
