@@ -8,7 +8,7 @@ description = {
   license = "MIT",
 }
 dependencies = { "lua >= 5.1" }
-test_dependencies = { "busted", "lua-cjson" }
+test_dependencies = { "busted", "lua-cjson" }   -- the suite also uses oai-testing-scm-1.rockspec
 external_dependencies = {
   -- only the library is checked: on Debian/Ubuntu the headers sit in the
   -- multiarch directory (/usr/include/<triplet>/curl), which the compiler
@@ -44,11 +44,6 @@ build = {
     ["oai.send"] = "lua/oai/send.lua",
     ["oai.stream"] = "lua/oai/stream.lua",
     ["oai.structured"] = "lua/oai/structured.lua",
-    ["oai.testing"] = "lua/oai/testing.lua",
-    ["oai.testing.app"] = "lua/oai/testing/app.lua",
-    ["oai.testing.chat"] = "lua/oai/testing/chat.lua",
-    ["oai.testing.json"] = "lua/oai/testing/json.lua",
-    ["oai.testing.proc"] = "lua/oai/testing/proc.lua",
     ["oai.tools"] = "lua/oai/tools.lua",
     ["oai.transport"] = "lua/oai/transport.lua",
     ["oai.uv"] = "lua/oai/uv.lua",

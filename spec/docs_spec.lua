@@ -102,8 +102,8 @@ describe("LuaCATS annotations", function()
 end)
 
 describe("packaging", function()
-  it("lists every Lua module in the rockspec", function()
-    local spec = read("oai-scm-1.rockspec")
+  it("lists every Lua module in a rockspec: the library in oai, the test server in oai-testing", function()
+    local spec = read("oai-scm-1.rockspec") .. read("oai-testing-scm-1.rockspec")
     local p = assert(io.popen("find lua/oai -name '*.lua' | sort"))
     local missing = {}
     for path in p:lines() do
@@ -111,5 +111,9 @@ describe("packaging", function()
     end
     p:close()
     assert.same({}, missing)
+  end)
+
+  it("keeps the test server out of the library rock", function()
+    assert.falsy(read("oai-scm-1.rockspec"):find("oai.testing", 1, true))
   end)
 end)
