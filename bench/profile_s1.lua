@@ -14,7 +14,7 @@
 --              chunk scanning + records), no Lua per record
 --   records+lua  records plus the least Lua can do with them (append content to an array)
 --   events-c   req:read(): SSE framing only, one Lua table per event
---   text       for t in s:text()      (records + stream.lua's _next/apply + iterator)
+--   text       for t in s:text()      (records + stream.lua's _next + accumulator apply + iterator)
 --   result     s:result()
 --   events     for ev in s:events()
 --   cjson      for scale: lua-cjson decoding every event's data (framing not included)
@@ -92,7 +92,7 @@ end)
 
 -- the least Lua can do with the records: what text() + accumulation could cost
 -- over `records` (content appended to one parts array, other kinds skipped)
-local ARITY = require("oai.stream").arity
+local ARITY = require("oai.records").arity
 layer("records+lua", function()
   local out, parts, np = {}, {}, 0
   return drain(function(req)

@@ -7,12 +7,12 @@
 ** the same metadata and holds the same waiting surrogate halves but keeps
 ** no template (tables compared by type); and, differential, the fast path's
 ** records equal the generic path's (whole chunks through records_from_chunk
-** of lua/oai/stream.lua), META aside: one rule for duplicate keys, invalid
+** of lua/oai/records.lua), META aside: one rule for duplicate keys, invalid
 ** UTF-8 and surrogate pairs split over two events on both paths.  Until a
 ** chunk the generic path rejects: the fast path checks only the values it
 ** hands out (a bad value under a key it skips does not end the stream), so
 ** from there the two streams may differ.  Run from the repository root (it
-** loads lua/oai/stream.lua).
+** loads lua/oai/records.lua).
 */
 #include <stdio.h>
 
@@ -40,9 +40,7 @@ static const char NORMALIZE[] =
   "core.monotime = function() return 0 end\n"
   "package.preload['oai.core'] = function() return core end\n"
   "package.preload['oai.native'] = function() return core end\n"
-  "package.preload['oai.loop'] = function() return {} end\n"
-  "package.preload['oai.errors'] = function() return {} end\n"
-  "local s = dofile('lua/oai/stream.lua')\n"
+  "local s = dofile('lua/oai/records.lua')\n"
   "local enc, null, arity = core.json_encode, core.null, s.arity\n"
   "local function add(recs, o, j)\n"
   "  local k = o[j]\n"

@@ -3,7 +3,8 @@
 -- must be the same.  Chunks are generated with the shapes real providers
 -- send: key orders, missing/extra fields, escapes, nulls, tool calls.
 local oai = require "oai"
-local stream = require "oai.stream"
+local records = require "oai.records"
+local accumulator = require "oai.accumulator"
 
 local encode, null = oai.json.encode, oai.null
 
@@ -13,8 +14,8 @@ local function normalize(out, n)
   local recs, i = {}, 1
   while i <= n do
     local k = out[i]
-    local a = stream.arity[k] or 0
-    if k ~= stream.kinds.META then
+    local a = records.arity[k] or 0
+    if k ~= records.kinds.META then
       local r = { k }
       for j = 1, a do
         local v = out[i + j]
@@ -33,10 +34,10 @@ local function c_records(data)
   local p = oai.sse()
   local out = {}
   local n = p:records("data: " .. data .. "\n\n", out, 0)
-  if out[1] == stream.kinds.RAW and n == 2 then   -- the generic path took it
+  if out[1] == records.kinds.RAW and n == 2 then   -- the generic path took it
     local doc = out[2]
     out = {}
-    n = stream.records_from_chunk(doc, out, 0)
+    n = records.records_from_chunk(doc, out, 0)
   end
   return normalize(out, n)
 end
@@ -45,7 +46,7 @@ local function lua_records(data)
   local doc = oai.json.decode(data)
   if doc == nil then return nil end
   local out = {}
-  local n = stream.records_from_chunk(doc, out, 0)
+  local n = records.records_from_chunk(doc, out, 0)
   return normalize(out, n)
 end
 
@@ -174,7 +175,7 @@ describe("the C chunk decoder", function()
       local data = shape:format(bad)
       local n, stop = p:records("data: " .. data .. "\n\n", out, 0)
       assert.is_true(stop, data)
-      assert.equal(stream.kinds.BAD, out[1])
+      assert.equal(records.kinds.BAD, out[1])
       assert.equal(data, out[2])
       assert.equal(3, n)
       p:reset()
@@ -193,7 +194,7 @@ describe("the C chunk decoder", function()
       local p = oai.sse()
       local out = {}
       local n = p:records("data: " .. data .. "\n\n", out, 0)
-      assert.equal(stream.kinds.RAW, out[1], data)
+      assert.equal(records.kinds.RAW, out[1], data)
       assert.equal(2, n)
     end
   end)
@@ -205,7 +206,7 @@ describe("the C chunk decoder", function()
       local out = {}
       local n, stop = p:records("data: " .. data .. "\n\n", out, 0)
       assert.is_true(stop)
-      assert.equal(stream.kinds.BAD, out[1])
+      assert.equal(records.kinds.BAD, out[1])
       assert.equal(data, out[2])
       assert.equal(3, n)
     end
@@ -223,7 +224,7 @@ describe("the C chunk decoder", function()
       for flags = 0, 1 do
         local out = {}
         local n, stop = oai.sse():records("data: " .. case[1] .. "\n\n", out, flags)
-        assert.same({ 3, true, stream.kinds.BAD, case[1], case[2] }, { n, stop, out[1], out[2], out[3] })
+        assert.same({ 3, true, records.kinds.BAD, case[1], case[2] }, { n, stop, out[1], out[2], out[3] })
       end
     end
   end)
@@ -241,15 +242,15 @@ local function feed(pieces, flags)
     local j = 1
     while j <= n do
       local k = out[j]
-      if k == stream.kinds.RAW then
+      if k == records.kinds.RAW then
         local more = {}
-        local m = stream.records_from_chunk(out[j + 1], more, 0)
+        local m = records.records_from_chunk(out[j + 1], more, 0)
         for x = 1, m do recs[rn + x] = more[x] end
         rn = rn + m
       else
-        for x = j, j + stream.arity[k] do rn = rn + 1; recs[rn] = out[x] end
+        for x = j, j + records.arity[k] do rn = rn + 1; recs[rn] = out[x] end
       end
-      j = j + 1 + stream.arity[k]
+      j = j + 1 + records.arity[k]
     end
   end
   recs.n = rn
@@ -258,12 +259,12 @@ end
 
 -- the text pieces and the completion a body gives
 local function texts_of(recs)
-  local acc, pieces, i = stream.accumulator(), {}, 1
+  local acc, pieces, i = accumulator.new(), {}, 1
   while i <= recs.n do
     local k = recs[i]
-    if k == stream.kinds.CONTENT or k == stream.kinds.REASONING or k == stream.kinds.REFUSAL then
+    if k == records.kinds.CONTENT or k == records.kinds.REASONING or k == records.kinds.REFUSAL then
       pieces[#pieces + 1] = recs[i + 2]
-    elseif k == stream.kinds.TOOL then
+    elseif k == records.kinds.TOOL then
       pieces[#pieces + 1] = recs[i + 7]
     end
     i = acc:apply(recs, i)
@@ -387,7 +388,7 @@ describe("hostile text in a stream (issue 11 item 5)", function()
     assert.equal(9, n)
     assert.same({ "ab", "😀cd", "x", R }, { out[2].choices[1].delta.content, out[4].choices[1].delta.content,
       out[6].choices[1].delta.content, out[8].choices[1].delta.content })
-    assert.equal(stream.kinds.DONE, out[9])
+    assert.equal(records.kinds.DONE, out[9])
   end)
 end)
 
@@ -413,9 +414,9 @@ describe("duplicate keys in a chunk (issue 11 item 9)", function()
       local out = {}
       local n = oai.sse():records("data: " .. data .. "\n\n", out, 1)
       local via_raw = {}
-      assert.equal(stream.kinds.RAW, out[1])
+      assert.equal(records.kinds.RAW, out[1])
       assert.equal(2, n)
-      local m = stream.records_from_chunk(out[2], via_raw, 0)
+      local m = records.records_from_chunk(out[2], via_raw, 0)
       assert.same(normalize(via_raw, m), c_records(data), data)
     end
   end)

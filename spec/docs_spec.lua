@@ -71,7 +71,7 @@ describe("docs/API.md", function()
 end)
 
 describe("LuaCATS annotations", function()
-  local files = { "init", "client", "send", "transport", "reply", "stream", "handle", "loop", "uv",
+  local files = { "init", "client", "send", "transport", "reply", "stream", "records", "accumulator", "handle", "loop", "uv",
     "ngx/init", "ngx/http1", "ngx/request", "ngx/response", "ngx/tasks", "errors",
     "messages", "conversation", "window", "tools", "structured", "schema" }
   it("annotate every public Lua function", function()

@@ -4,7 +4,7 @@
 --- callbacks; the handle is how the caller watches that task: status(),
 --- partial(), result(), cancel().  It has no iterators: the callbacks already
 --- consume the stream, so text(), events() and chunks() raise at once.
-local stream_mod = require "oai.stream"
+local accumulator = require "oai.accumulator"
 local errors = require "oai.errors"
 
 local setmetatable, tostring, error, type = setmetatable, tostring, error, type
@@ -137,7 +137,7 @@ end
 function Handle:partial()
   local s = self._stream
   if s then return s:partial() end
-  return stream_mod.accumulator():completion()
+  return accumulator.new():completion()
 end
 
 --- Stop the stream now: the callbacks get no more deltas, on_done gets

@@ -1,328 +1,33 @@
---- oai.stream: the Stream object of client:stream().
+--- oai.stream: the Stream object of client:stream(), a state machine over
+--- one transfer.
 ---
---- The transport hands over records: a flat array that the C chunk decoder
---- (req:read_records) fills from the event stream, a few slots per delta,
---- without building the chunk table.  Everything here works on those
---- records: the iterators, the typed events, and the accumulation into a
---- completion of the non-streamed shape.
+--- The transport hands over records (see oai.records): a flat array that
+--- the C chunk decoder (req:read_records) fills from the event stream, a
+--- few slots per delta, without building the chunk table.  The Stream pulls
+--- them (_fill), hands them out through its iterators (text, events,
+--- chunks), applies each to its accumulator (oai.accumulator) and ends in
+--- one of done, failed or canceled; result() and partial() are the
+--- accumulator's completion.
 local core = require "oai.native"
 local loop = require "oai.loop"
 local errors = require "oai.errors"
+local records = require "oai.records"
+local accumulator = require "oai.accumulator"
 local fail = errors.fail
 
 local null = core.null
-local json_decode, json_encode = core.json_decode, core.json_encode
+local json_decode = core.json_decode
 local monotime = core.monotime
-local type, pairs, ipairs, tostring, setmetatable, select = type, pairs, ipairs, tostring, setmetatable, select
-local concat, sort = table.concat, table.sort
+local type, ipairs, tostring, setmetatable = type, ipairs, tostring, setmetatable
+local records_from_chunk = records.records_from_chunk
 
 local M = {}
 
--- record kinds and their number of slots after the kind
-local K_CONTENT, K_REASONING, K_REFUSAL, K_TOOL, K_FINISH, K_ROLE, K_USAGE, K_META,
-      K_LOGPROBS, K_DELTA_EXTRA, K_CHOICE_EXTRA, K_TOP_EXTRA, K_ERROR, K_DONE, K_BAD, K_RAW =
-      1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
-local ARITY = { 2, 3, 2, 7, 2, 2, 1, 5, 2, 3, 3, 2, 2, 0, 2, 1 }
-M.kinds = {
-  CONTENT = K_CONTENT, REASONING = K_REASONING, REFUSAL = K_REFUSAL, TOOL = K_TOOL,
-  FINISH = K_FINISH, ROLE = K_ROLE, USAGE = K_USAGE, META = K_META, LOGPROBS = K_LOGPROBS,
-  DELTA_EXTRA = K_DELTA_EXTRA, CHOICE_EXTRA = K_CHOICE_EXTRA, TOP_EXTRA = K_TOP_EXTRA,
-  ERROR = K_ERROR, DONE = K_DONE, BAD = K_BAD, RAW = K_RAW,
-}
-M.arity = ARITY
-
----------------------------------------------------------------- records from a decoded chunk
-
-local DELTA_KNOWN = { role = true, content = true, reasoning_content = true, reasoning = true,
-                      refusal = true, tool_calls = true }
-local CHOICE_KNOWN = { index = true, delta = true, finish_reason = true, logprobs = true }
-local TOP_KNOWN = { id = true, object = true, created = true, model = true,
-                    system_fingerprint = true, choices = true, usage = true, error = true }
-
-local function nonempty(v)
-  if type(v) == "string" then return v ~= "" and v or nil end
-  if v == nil or v == null then return nil end
-  return v
-end
-
-local function sorted_keys(t)
-  local ks = {}
-  for k in pairs(t) do if type(k) == "string" then ks[#ks + 1] = k end end
-  sort(ks)
-  return ks
-end
-
--- The generic path: a decoded chat.completion.chunk table -> records, the
--- same records the C decoder emits.  Used for chunks() and for chunk shapes
--- the C fast path does not take.
-local function records_from_chunk(c, out, n)
-  local function put(...)
-    local k = select("#", ...)
-    for i = 1, k do out[n + i] = (select(i, ...)) end
-    n = n + k
-  end
-  if type(c) ~= "table" then
-    put(K_BAD, json_encode(c), "event data is not a JSON object")
-    return n
-  end
-  if c.error ~= nil and c.error ~= null then
-    put(K_ERROR, c.error, nil)
-    return n
-  end
-  if c.id ~= nil or c.model ~= nil or c.created ~= nil or c.system_fingerprint ~= nil then
-    put(K_META, c.id, c.created, c.model, c.system_fingerprint, c.object)
-  end
-  local choices = c.choices
-  if type(choices) == "table" then
-    for pos = 1, #choices do
-      local ch = choices[pos]
-      if type(ch) == "table" then
-        local idx = ch.index
-        if type(idx) ~= "number" then idx = pos - 1 end
-        local d = ch.delta
-        if type(d) == "table" then
-          if nonempty(d.role) then put(K_ROLE, idx, d.role) end
-          if type(d.reasoning_content) == "string" then put(K_REASONING, idx, d.reasoning_content, "reasoning_content") end
-          if type(d.reasoning) == "string" then put(K_REASONING, idx, d.reasoning, "reasoning") end
-          if type(d.content) == "string" then put(K_CONTENT, idx, d.content) end
-          if type(d.refusal) == "string" then put(K_REFUSAL, idx, d.refusal) end
-          local tcs = d.tool_calls
-          if type(tcs) == "table" then
-            for tp = 1, #tcs do
-              local tc = tcs[tp]
-              if type(tc) == "table" then
-                local fn = type(tc["function"]) == "table" and tc["function"] or {}
-                local args = fn.arguments
-                if type(args) == "table" then args = json_encode(args) end
-                if type(args) ~= "string" then args = nil end
-                local ti = tc.index
-                if type(ti) ~= "number" then ti = nil end
-                put(K_TOOL, idx, tp, ti, nonempty(tc.id), nonempty(tc.type), nonempty(fn.name), args)
-              end
-            end
-          end
-          for _, k in ipairs(sorted_keys(d)) do
-            if not DELTA_KNOWN[k] and d[k] ~= null then put(K_DELTA_EXTRA, idx, k, d[k]) end
-          end
-        end
-        if ch.logprobs ~= nil and ch.logprobs ~= null then put(K_LOGPROBS, idx, ch.logprobs) end
-        for _, k in ipairs(sorted_keys(ch)) do
-          if not CHOICE_KNOWN[k] and ch[k] ~= null then put(K_CHOICE_EXTRA, idx, k, ch[k]) end
-        end
-        if nonempty(ch.finish_reason) then put(K_FINISH, idx, ch.finish_reason) end
-      end
-    end
-  end
-  if type(c.usage) == "table" then put(K_USAGE, c.usage) end
-  for _, k in ipairs(sorted_keys(c)) do
-    if not TOP_KNOWN[k] and c[k] ~= null then put(K_TOP_EXTRA, k, c[k]) end
-  end
-  return n
-end
-M.records_from_chunk = records_from_chunk
-
----------------------------------------------------------------- accumulation
-
-local function new_choice(idx)
-  return { index = idx, parts = {}, np = 0, calls = {}, by_index = {}, by_id = {},
-           extras = {}, extra_order = {}, choice_extras = {} }
-end
-
-local ids = 0
-local function gen_id()
-  ids = ids + 1
-  return ("call_oai%x%04d"):format(math.floor(monotime() * 1000) % 0x1000000, ids)
-end
-
-local Acc = {}
-Acc.__index = Acc
-
----@return table accumulator
-function M.accumulator()
-  return setmetatable({ choices = {}, order = {}, top_extras = {}, last_tool = {} }, Acc)
-end
-
----@param idx integer choice index
----@return table choice state
-function Acc:choice(idx)
-  local ch = self.choices[idx]
-  if not ch then
-    ch = new_choice(idx)
-    self.choices[idx] = ch
-    self.order[#self.order + 1] = idx
-  end
-  return ch
-end
-
-local function add_text(ch, field, text)
-  local buf = ch[field]
-  if not buf then buf = {}; ch[field] = buf end
-  buf[#buf + 1] = text
-end
-
--- a tool-call delta -> the call it continues (index, then id, then position)
----@param idx integer choice index
----@param pos integer position in the delta
----@param ti? integer tool-call index
----@param id? string
----@param typ? string
----@param name? string
----@param args? string
----@return table call
-function Acc:tool(idx, pos, ti, id, typ, name, args)
-  local ch = self:choice(idx)
-  local call
-  if ti ~= nil then
-    call = ch.by_index[ti]
-  elseif id ~= nil then
-    call = ch.by_id[id]
-  else
-    -- neither index nor id: the call at the same position
-    call = ch.calls[pos]
-  end
-  if call == nil then
-    call = { args = {}, index = ti }
-    ch.calls[#ch.calls + 1] = call
-    call.n = #ch.calls
-    if ti ~= nil then ch.by_index[ti] = call end
-  end
-  if id ~= nil and call.id == nil then
-    call.id = id
-    ch.by_id[id] = call
-  end
-  if typ ~= nil and call.type == nil then call.type = typ end
-  if name ~= nil and call.name == nil then call.name = name end
-  if args ~= nil and args ~= "" then call.args[#call.args + 1] = args end
-  return call
-end
-
--- apply one record (kind at out[i]); returns the index after it
----@param out table records
----@param i integer slot of the record kind
----@return integer next slot
-function Acc:apply(out, i)
-  local k = out[i]
-  if k == K_CONTENT then
-    local ch = self:choice(out[i + 1])
-    local np = ch.np + 1
-    ch.parts[np] = out[i + 2]
-    ch.np = np
-  elseif k == K_REASONING then
-    local ch = self:choice(out[i + 1])
-    add_text(ch, "reasoning", out[i + 2])
-    if not ch.reasoning_key then ch.reasoning_key = out[i + 3] end
-  elseif k == K_REFUSAL then
-    add_text(self:choice(out[i + 1]), "refusal", out[i + 2])
-  elseif k == K_TOOL then
-    self:tool(out[i + 1], out[i + 2], out[i + 3], out[i + 4], out[i + 5], out[i + 6], out[i + 7])
-  elseif k == K_FINISH then
-    local ch = self:choice(out[i + 1])
-    if ch.finish_reason == nil then self.finished_n = (self.finished_n or 0) + 1 end
-    ch.finish_reason = out[i + 2]
-  elseif k == K_ROLE then
-    local ch = self:choice(out[i + 1])
-    if ch.role == nil then ch.role = out[i + 2] end
-  elseif k == K_USAGE then
-    self.usage = out[i + 1]
-  elseif k == K_META then
-    local id, created, model, fp, obj = out[i + 1], out[i + 2], out[i + 3], out[i + 4], out[i + 5]
-    if self.id == nil and nonempty(id) then self.id = id end
-    if self.created == nil and type(created) == "number" then self.created = created end
-    if self.model == nil and nonempty(model) then self.model = model end
-    if nonempty(fp) then self.system_fingerprint = fp end
-    if obj ~= nil then self.object_seen = obj end
-  elseif k == K_LOGPROBS then
-    local ch = self:choice(out[i + 1])
-    local lp = out[i + 2]
-    if type(lp) == "table" then
-      ch.logprobs = ch.logprobs or {}
-      for _, f in ipairs({ "content", "refusal" }) do
-        local list = lp[f]
-        if type(list) == "table" then
-          local dst = ch.logprobs[f]
-          if dst == nil then dst = core.array(); ch.logprobs[f] = dst end
-          for j = 1, #list do dst[#dst + 1] = list[j] end
-        end
-      end
-    end
-  elseif k == K_DELTA_EXTRA then
-    local ch = self:choice(out[i + 1])
-    local name, v = out[i + 2], out[i + 3]
-    local old = ch.extras[name]
-    if old == nil then ch.extra_order[#ch.extra_order + 1] = name end
-    if type(v) == "string" and type(old) == "string" then v = old .. v end
-    ch.extras[name] = v
-  elseif k == K_CHOICE_EXTRA then
-    local ch = self:choice(out[i + 1])
-    ch.choice_extras[out[i + 2]] = out[i + 3]
-  elseif k == K_TOP_EXTRA then
-    self.top_extras[out[i + 1]] = out[i + 2]
-  end
-  return i + 1 + (ARITY[k] or 0)
-end
-
-local function joined(buf)
-  if buf == nil then return nil end
-  return concat(buf)
-end
-
---- The completion so far, in the non-streamed shape.
----@return table completion
-function Acc:completion()
-  local c = {
-    id = self.id,
-    object = "chat.completion",
-    created = self.created,
-    model = self.model,
-    system_fingerprint = self.system_fingerprint,
-    usage = self.usage,
-  }
-  for k, v in pairs(self.top_extras) do if c[k] == nil then c[k] = v end end
-  local idxs = {}
-  for i = 1, #self.order do idxs[i] = self.order[i] end
-  sort(idxs)
-  local choices = core.array()
-  for _, idx in ipairs(idxs) do
-    local ch = self.choices[idx]
-    local msg = { role = ch.role or "assistant" }
-    if ch.np > 0 then msg.content = concat(ch.parts, "", 1, ch.np) else msg.content = null end
-    local r = joined(ch.reasoning)
-    if r then msg[ch.reasoning_key or "reasoning_content"] = r end
-    msg.refusal = joined(ch.refusal) or null
-    if #ch.calls > 0 then
-      local calls = {}
-      local ordered = {}
-      for j = 1, #ch.calls do ordered[j] = ch.calls[j] end
-      sort(ordered, function(a, b)
-        local ai, bi = a.index, b.index
-        if ai ~= nil and bi ~= nil and ai ~= bi then return ai < bi end
-        return a.n < b.n
-      end)
-      for j, call in ipairs(ordered) do
-        if call.id == nil then call.id = gen_id() end
-        calls[j] = {
-          id = call.id,
-          type = call.type or "function",
-          ["function"] = { name = call.name or "", arguments = concat(call.args) },
-        }
-      end
-      msg.tool_calls = calls
-    end
-    for _, name in ipairs(ch.extra_order) do
-      if msg[name] == nil then msg[name] = ch.extras[name] end
-    end
-    local choice = {
-      index = idx,
-      message = msg,
-      finish_reason = ch.finish_reason or null,
-      logprobs = ch.logprobs or null,
-    }
-    for k, v in pairs(ch.choice_extras) do if choice[k] == nil then choice[k] = v end end
-    choices[#choices + 1] = choice
-  end
-  c.choices = choices
-  return c
-end
+local kinds = records.kinds
+local K_CONTENT, K_REASONING, K_REFUSAL, K_TOOL, K_FINISH, K_ROLE, K_USAGE,
+      K_ERROR, K_DONE, K_BAD, K_RAW =
+      kinds.CONTENT, kinds.REASONING, kinds.REFUSAL, kinds.TOOL, kinds.FINISH, kinds.ROLE,
+      kinds.USAGE, kinds.ERROR, kinds.DONE, kinds.BAD, kinds.RAW
 
 ---------------------------------------------------------------- Stream
 
@@ -376,7 +81,7 @@ function M.new(req, ctx)
   if key ~= nil then ctx.key = nil end
   local s = setmetatable({
     _req = req, _out = {}, _ri = 1, _rn = 0, _flags = 0,
-    acc = M.accumulator(), finished = false, ctx = ctx or {},
+    acc = accumulator.new(), finished = false, ctx = ctx or {},
     grace = ctx and ctx.grace or 2,
     T = ctx and ctx.transport or { wait = loop.wait, forget = loop.forget },
   }, Stream)
