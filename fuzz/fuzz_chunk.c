@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "fuzz_lua.h"
+#include "chunk.h"
 
 static void same_records(lua_State *S, int a, int na, int b, int nb) {
   int i;
