@@ -18,17 +18,15 @@ local concat, sort = table.concat, table.sort
 
 local M = {}
 
--- record kinds and their number of slots after the kind
+-- record kinds and their number of slots after the kind: defined once, in
+-- the core (src/chunk.h)
+local KINDS, ARITY = core.record_kinds, core.record_arity
 local K_CONTENT, K_REASONING, K_REFUSAL, K_TOOL, K_FINISH, K_ROLE, K_USAGE, K_META,
       K_LOGPROBS, K_DELTA_EXTRA, K_CHOICE_EXTRA, K_TOP_EXTRA, K_ERROR, K_DONE, K_BAD, K_RAW =
-      1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
-local ARITY = { 2, 3, 2, 7, 2, 2, 1, 5, 2, 3, 3, 2, 2, 0, 2, 1 }
-M.kinds = {
-  CONTENT = K_CONTENT, REASONING = K_REASONING, REFUSAL = K_REFUSAL, TOOL = K_TOOL,
-  FINISH = K_FINISH, ROLE = K_ROLE, USAGE = K_USAGE, META = K_META, LOGPROBS = K_LOGPROBS,
-  DELTA_EXTRA = K_DELTA_EXTRA, CHOICE_EXTRA = K_CHOICE_EXTRA, TOP_EXTRA = K_TOP_EXTRA,
-  ERROR = K_ERROR, DONE = K_DONE, BAD = K_BAD, RAW = K_RAW,
-}
+      KINDS.CONTENT, KINDS.REASONING, KINDS.REFUSAL, KINDS.TOOL, KINDS.FINISH, KINDS.ROLE,
+      KINDS.USAGE, KINDS.META, KINDS.LOGPROBS, KINDS.DELTA_EXTRA, KINDS.CHOICE_EXTRA,
+      KINDS.TOP_EXTRA, KINDS.ERROR, KINDS.DONE, KINDS.BAD, KINDS.RAW
+M.kinds = KINDS
 M.arity = ARITY
 
 ---------------------------------------------------------------- records from a decoded chunk
