@@ -109,7 +109,7 @@ fuzz_src_fuzz_json_decode = src/json_encode.c src/json_decode.c
 fuzz_lua_fuzz_json_decode = yes
 fuzz_src_fuzz_json_encode = src/json_encode.c src/json_decode.c
 fuzz_lua_fuzz_json_encode = yes
-fuzz_src_fuzz_chunk = src/chunk.c src/scan.c src/text.c src/json_encode.c src/json_decode.c
+fuzz_src_fuzz_chunk = src/chunk.c src/scan.c src/text.c src/records.c src/sse.c src/json_encode.c src/json_decode.c
 fuzz_lua_fuzz_chunk = yes
 FUZZ_TARGETS ?= fuzz_sse fuzz_json_decode fuzz_json_encode fuzz_chunk
 

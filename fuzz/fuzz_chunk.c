@@ -40,6 +40,7 @@ static const char NORMALIZE[] =
   "local core = ...\n"
   "core.monotime = function() return 0 end\n"
   "package.preload['oai.core'] = function() return core end\n"
+  "package.preload['oai.native'] = function() return core end\n"
   "package.preload['oai.loop'] = function() return {} end\n"
   "package.preload['oai.errors'] = function() return {} end\n"
   "local s = dofile('lua/oai/stream.lua')\n"
@@ -90,7 +91,8 @@ static int run(lua_State *S) {
     if (luaL_loadbuffer(S, NORMALIZE, sizeof NORMALIZE - 1, "=normalize") != LUA_OK) abort();
     lua_newtable(S);
     oai_open_json(S);
-    if (lua_pcall(S, 1, 1, 0) != LUA_OK) abort();
+    oai_open_records(S);   /* stream.lua reads the record kinds from the core */
+    if (lua_pcall(S, 1, 1, 0) != LUA_OK) { fprintf(stderr, "%s\n", lua_tostring(S, -1)); abort(); }
     normalize_ref = luaL_ref(S, LUA_REGISTRYINDEX);
   }
   for (raw = 0; raw <= 1; raw++) {   /* a raised error may have left some */
