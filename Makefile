@@ -105,11 +105,11 @@ LUA54_LIBS := $(shell $(PKG) --libs lua5.4 2>/dev/null)
 # target -> the sources it links (the SSE parser needs no Lua at all)
 fuzz_src_fuzz_sse = src/sse.c
 fuzz_lua_fuzz_sse =
-fuzz_src_fuzz_json_decode = src/json.c
+fuzz_src_fuzz_json_decode = src/json_encode.c src/json_decode.c
 fuzz_lua_fuzz_json_decode = yes
-fuzz_src_fuzz_json_encode = src/json.c
+fuzz_src_fuzz_json_encode = src/json_encode.c src/json_decode.c
 fuzz_lua_fuzz_json_encode = yes
-fuzz_src_fuzz_chunk = src/chunk.c src/json.c
+fuzz_src_fuzz_chunk = src/chunk.c src/scan.c src/text.c src/records.c src/sse.c src/json_encode.c src/json_decode.c
 fuzz_lua_fuzz_chunk = yes
 FUZZ_TARGETS ?= fuzz_sse fuzz_json_decode fuzz_json_encode fuzz_chunk
 

@@ -20,7 +20,9 @@ build = {
   type = "builtin",
   modules = {
     ["oai.core"] = {
-      sources = { "src/core.c", "src/json.c", "src/sse.c", "src/lsse.c", "src/http.c", "src/chunk.c" },
+      sources = { "src/core.c", "src/util.c", "src/json_encode.c", "src/json_decode.c",
+                  "src/sse.c", "src/lsse.c", "src/records.c", "src/chunk.c", "src/scan.c",
+                  "src/text.c", "src/request.c", "src/headers.c", "src/multi.c" },
       incdirs = { "src", "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
       libraries = { "curl", "m" },

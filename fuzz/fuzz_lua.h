@@ -13,6 +13,7 @@
 
 #include "lualib.h"
 #include "oai.h"
+#include "json.h"
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 

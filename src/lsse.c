@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "oai.h"
-#include "sse.h"
+#include "chunk.h"
 
 #define OAI_SSE_MT "oai.sse"
 
@@ -262,41 +262,15 @@ static int sse_new(lua_State *L) {
   return 1;
 }
 
-typedef struct rec_ctx {
-  lua_State *L;
-  lsse *u;
-  int n, raw;
-} rec_ctx;
-
-static int record_event(void *ud, const oai_sse_event *ev) {
-  rec_ctx *c = (rec_ctx *)ud;
-  return oai_chunk_records(c->L, 3, &c->n, ev->type, ev->type_len, ev->data,
-                           ev->data_len, &c->u->chunk, c->raw);
-}
-
 /* the protected part of records: (ud, bytes, out, flags, final) -> n, stop */
 static int sse_records_parse(lua_State *L) {
   lsse *u = (lsse *)lua_touserdata(L, 1);
   size_t len;
   const char *s = lua_tolstring(L, 2, &len);
-  rec_ctx c;
-  int rc;
-  c.L = L;
-  c.u = u;
-  c.n = 0;
-  c.raw = (int)(lua_tointeger(L, 4) & 1);
-  rc = oai_sse_feed(&u->p, s, len, record_event, &c);
-  if (rc == 0 && lua_toboolean(L, 5) && oai_sse_pending(&u->p))
-    rc = oai_sse_feed(&u->p, "\n\n", 2, record_event, &c);
-  if (rc < 0) {
-    lua_pushinteger(L, 15);   /* a BAD record: the parser failed */
-    lua_rawseti(L, 3, ++c.n);
-    lua_pushliteral(L, "");
-    lua_rawseti(L, 3, ++c.n);
-    push_feed_error(L, u, rc);
-    lua_rawseti(L, 3, ++c.n);
-  }
-  lua_pushinteger(L, c.n);
+  int n = 0;
+  int rc = oai_records_feed(L, &u->p, &u->chunk, s, len, lua_toboolean(L, 5), 3, &n,
+                            (int)(lua_tointeger(L, 4) & 1));
+  lua_pushinteger(L, n);
   lua_pushboolean(L, rc != 0);
   return 2;
 }

@@ -34,19 +34,10 @@ local sort = table.sort
 
 local M = {}
 
--- The kinds are defined in C (src/chunk.c); the core exports them as
--- core.record_kinds (name -> number) and core.record_arity (kind -> slots).
--- The table below is the fallback for a core that does not export them yet:
--- it goes away once the core exports them.
+-- The kinds and their arity are defined once, in C (src/chunk.h); the core
+-- exports them as core.record_kinds (name -> number) and core.record_arity
+-- (kind -> slots after the kind).
 local kinds, arity = core.record_kinds, core.record_arity
-if kinds == nil or arity == nil then
-  kinds = {
-    CONTENT = 1, REASONING = 2, REFUSAL = 3, TOOL = 4, FINISH = 5, ROLE = 6, USAGE = 7,
-    META = 8, LOGPROBS = 9, DELTA_EXTRA = 10, CHOICE_EXTRA = 11, TOP_EXTRA = 12,
-    ERROR = 13, DONE = 14, BAD = 15, RAW = 16,
-  }
-  arity = { 2, 3, 2, 7, 2, 2, 1, 5, 2, 3, 3, 2, 2, 0, 2, 1 }
-end
 
 --- Record kinds by name (CONTENT, REASONING, ..., RAW) -> kind number.
 M.kinds = kinds

@@ -1,5 +1,5 @@
 --- oai.ngx.request: one HTTP/1.1 request over an nginx cosocket
---- (ngx.socket.tcp), with the methods of oai.request (src/http.c) so the
+--- (ngx.socket.tcp), with the methods of oai.request (src/request.c) so the
 --- client and streams above cannot tell the transports apart: connect (a
 --- pooled connection first), TLS, send the head, read what the socket gives
 --- into the pure response parser (oai.ngx.http1), the timeouts, the end

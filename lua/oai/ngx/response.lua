@@ -1,6 +1,6 @@
 --- oai.ngx.response: what a cosocket request received, read through the
 --- methods of oai.request: the head (status, headers), the decision plain
---- body or event stream (as decide_body in http.c), the plain body, and the
+--- body or event stream (as decide_body in src/request.c), the plain body, and the
 --- event-stream records through the C SSE parser and chunk decoder (the
 --- same as with libcurl: `oai.sse`'s `p:records`).  The request
 --- (oai.ngx.request) hands each body piece to `deliver`.
@@ -45,7 +45,7 @@ local function first_header(self, lname)
   return first_header_of(head(self), lname)
 end
 
--- at the first body bytes (as decide_body in http.c): an event stream only
+-- at the first body bytes (as decide_body in src/request.c): an event stream only
 -- for a stream request with a 2xx status, by content type, else by sniffing
 local function decide(self, piece)
   self.body_mode = "plain"
@@ -71,7 +71,7 @@ function M.deliver(self, piece)
   local n = #piece
   if n == 0 then return end
   if not self.body_mode then
-    -- nothing is decoded (we ask for identity): as refuse_encoding in http.c
+    -- nothing is decoded (we ask for identity): as refuse_encoding in src/request.c
     local ce = first_header(self, "content-encoding")
     if ce and ce ~= "" and lower(ce) ~= "identity" then
       return "BAD_CONTENT_ENCODING", "the server sent a body with Content-Encoding: "
