@@ -10,7 +10,7 @@ local root = proc.trim(proc.capture("pwd"))
 
 local HOSTS = { script = true, nvim = true, love = true, nginx = true, ["nginx-conf"] = true,
                 ci = true, output = true, sh = true, ["nginx-http"] = true, ["nginx-lua"] = true,
-                example = true, busted = true }
+                example = true, busted = true, imports = true }
 
 describe("documentation code blocks #child", function()
   local srv

@@ -117,3 +117,62 @@ describe("packaging", function()
     assert.falsy(read("oai-scm-1.rockspec"):find("oai.testing", 1, true))
   end)
 end)
+
+describe("docs/architecture.md", function()
+  -- module -> its oai requirements (comments left out), as "a -> b, c"
+  local function graph()
+    local lines = {}
+    local p = assert(io.popen("cd lua && find oai -name '*.lua' | sort"))
+    for file in p:lines() do
+      local mod = file:gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
+      if not mod:match("^oai%.testing") then
+        local code = {}
+        for l in io.lines("lua/" .. file) do code[#code + 1] = (l:gsub("%-%-.*$", "")) end
+        local seen, deps = {}, {}
+        for name in table.concat(code, "\n"):gmatch('require%s*%(?%s*"(oai[%w_.]*)"') do
+          if name ~= mod and not seen[name] then seen[name] = true; deps[#deps + 1] = name end
+        end
+        table.sort(deps)
+        lines[#lines + 1] = mod .. " -> " .. (#deps > 0 and table.concat(deps, ", ") or "(none)")
+      end
+    end
+    p:close()
+    table.sort(lines)
+    return lines
+  end
+
+  it("draws the import graph the code has", function()
+    local doc = read("docs/architecture.md")
+    local block = assert(doc:match("<!%-%- doc%-test: imports %-%->\n```text\n(.-)```"), "no imports block")
+    local drawn = {}
+    for l in block:gmatch("[^\n]+") do drawn[#drawn + 1] = l end
+    table.sort(drawn)
+    assert.same(graph(), drawn)
+  end)
+
+  it("names every C and Lua file of the library", function()
+    local doc = read("docs/architecture.md")
+    local p = assert(io.popen("ls src/*.c src/*.h"))
+    local missing = {}
+    for f in p:lines() do
+      local base = f:match("([^/]+)$")
+      if not doc:find("`" .. base .. "`", 1, true) then missing[#missing + 1] = f end
+    end
+    p:close()
+    assert.same({}, missing)
+  end)
+
+  it("keeps each file to one room's size: C under 800 lines, Lua under 600", function()
+    local big = {}
+    local p = assert(io.popen("wc -l src/*.c src/*.h lua/oai/*.lua lua/oai/ngx/*.lua lua/oai/testing/*.lua"))
+    for l in p:lines() do
+      local n, f = l:match("^%s*(%d+)%s+(%S+)$")
+      if f and f ~= "total" then
+        n = tonumber(n)
+        if (f:match("%.[ch]$") and n > 800) or (f:match("%.lua$") and n > 600) then big[#big + 1] = f .. " " .. n end
+      end
+    end
+    p:close()
+    assert.same({}, big)
+  end)
+end)

@@ -249,7 +249,16 @@ end
 -- path is joined under base_url (base .. "/" .. path without its leading
 -- slashes) and must keep base_url's authority (raises otherwise); an
 -- absolute URL on another scheme, host or port is foreign: no credentials.
+local url_cache = setmetatable({}, { __mode = "k" })   -- client -> { [path] = url }
+
 local function resolve_url(self, call, path, level)
+  local own = not (call and call.base_url)
+  if own then
+    -- the usual case: a relative path under the client's own base_url
+    local cache = url_cache[self]
+    local url = cache and cache.urls[path]
+    if url and cache.base == self.base_url then return url, false end
+  end
   local base = (call and call.base_url or self.base_url):gsub("/+$", "")
   if is_absolute(path) then
     local there = origin_of(path)
@@ -258,6 +267,14 @@ local function resolve_url(self, call, path, level)
   local url = base .. "/" .. path:gsub("^/+", "")
   if authority_of(url) ~= authority_of(base) then
     error(("oai: path %q leaves base_url's host"):format(path), level + 1)
+  end
+  if own then
+    local cache = url_cache[self]
+    if not cache or cache.base ~= self.base_url or cache.n >= 64 then
+      cache = { base = self.base_url, n = 0, urls = {} }
+      url_cache[self] = cache
+    end
+    if not cache.urls[path] then cache.urls[path] = url; cache.n = cache.n + 1 end
   end
   return url, false
 end

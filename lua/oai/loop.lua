@@ -162,6 +162,15 @@ local function add_timer(tm)
   return tm
 end
 
+-- a blocking caller's place among a request's waiters; `arrived` is built
+-- once per mark (the marks are reused)
+local free_marks, free_n = {}, 0
+local function new_mark()
+  local m = setmetatable({ woken = false, req = false }, Mark)
+  m.arrived = function() return m.woken or news[m.req] == true end
+  return m
+end
+
 local function wake(w)
   if getmetatable(w) == Mark then w.woken = true else schedule(w) end
 end
@@ -298,11 +307,19 @@ function loop.wait(req, timeout)
     return
   end
   -- outside a task: drive the loop until the news reaches our mark (tasks
-  -- may be waiting on the same request)
-  local mark = setmetatable({ woken = false }, Mark)
+  -- may be waiting on the same request).  Marks are reused: a blocking
+  -- script waits several times per request, and allocates nothing for it.
+  local mark = free_marks[free_n]
+  if mark then
+    free_marks[free_n] = nil
+    free_n = free_n - 1
+  else
+    mark = new_mark()
+  end
+  mark.woken, mark.req = false, req
   add_waiter(req, mark)
   local deadline = timeout and monotime() + timeout
-  local function arrived() return mark.woken or news[req] end
+  local arrived = mark.arrived
   while not arrived() do
     local wait = 1000
     if deadline then
@@ -313,6 +330,9 @@ function loop.wait(req, timeout)
   end
   remove_waiter(req, mark)
   if not mark.woken then news[req] = nil end
+  mark.req = nil
+  free_n = free_n + 1
+  free_marks[free_n] = mark
 end
 
 --- Start a transfer on the loop's multi handle.
