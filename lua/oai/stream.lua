@@ -9,7 +9,7 @@
 --- one of done, failed or canceled; result() and partial() are the
 --- accumulator's completion.
 local core = require "oai.native"
-local loop = require "oai.loop"
+local transport = require "oai.transport"
 local errors = require "oai.errors"
 local records = require "oai.records"
 local accumulator = require "oai.accumulator"
@@ -83,7 +83,7 @@ function M.new(req, ctx)
     _req = req, _out = {}, _ri = 1, _rn = 0, _flags = 0,
     acc = accumulator.new(), finished = false, ctx = ctx or {},
     grace = ctx and ctx.grace or 2,
-    T = ctx and ctx.transport or { wait = loop.wait, forget = loop.forget },
+    T = ctx and ctx.transport or transport.curl,
   }, Stream)
   keys[s] = key
   guard(s, req)
@@ -226,15 +226,9 @@ end
 function Stream:_fatal(out, i)
   local k = out[i]
   if k == K_ERROR then
-    local e, raw = out[i + 1], out[i + 2]
-    if type(e) ~= "table" then e = { message = tostring(e) } end
-    local f = { kind = "api", status = self.ctx.status, data = raw }
-    f.message = type(e.message) == "string" and e.message or "error event in stream"
-    for _, key in ipairs({ "type", "code", "param" }) do
-      if type(e[key]) == "string" or type(e[key]) == "number" then f[key] = e[key] end
-    end
-    f.error = e
-    self:_finish(stream_error(self, f))
+    -- the error envelope is read where every envelope is (oai.errors)
+    self:_finish(stream_error(self, errors.api_fields(out[i + 1],
+      { status = self.ctx.status, data = out[i + 2] }, "error event in stream")))
   else
     local raw, msg = out[i + 1], out[i + 2]
     self:_finish(stream_error(self, { kind = "protocol",
