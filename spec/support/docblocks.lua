@@ -178,31 +178,41 @@ end
 function M.run_nginx(conf, location, url, root, http_extra)
   local dir = M.scratch()
   assert(proc.execute("mkdir -p " .. proc.q(dir .. "/logs") .. " " .. proc.q(dir .. "/tmp")))
-  local port = proc.random(20000, 40000)
-  local c = M.substitute(conf.code, url, root)
-  local http_end = assert(c:find("}%s*$"), "the nginx-conf block must end with the http block")
-  local server = ("  server {\n    listen 127.0.0.1:%d;\n%s  }\n"):format(port, M.substitute(location.code, url, root))
-  c = "daemon off;\nworker_processes 2;\npid " .. dir .. "/nginx.pid;\nerror_log " .. dir .. "/error.log info;\n"
-    .. c:sub(1, http_end - 1)
-    .. "  access_log off;\n  client_body_temp_path " .. dir .. "/tmp;\n"
-    .. (http_extra and M.substitute(http_extra.code, url, root) or "") .. server .. "}\n"
-    .. "events { worker_connections 256; }\n"
-  proc.write_file(dir .. "/nginx.conf", c)
   local nginx = proc.find_nginx({})
   proc.write_file(dir .. "/launch.sh", proc.LAUNCHER)
-  assert(proc.execute(("OPENAI_BASE_URL=%s OPENAI_API_KEY=sk-doc-test sh %s %s %d %s </dev/null >/dev/null 2>&1 &")
-    :format(proc.q(url), proc.q(dir .. "/launch.sh"), proc.q(dir), proc.getpid(), proc.q(nginx))))
   local path = location.code:match("location%s*=?%s*(/[%w_/%-]*)") or "/"
-  local body, ok
-  for _ = 1, 50 do
-    body = proc.capture(("curl -sS -N -m 20 -w '\\nstatus=%%{http_code}' 'http://127.0.0.1:%d%s?q=hello' 2>&1"):format(port, path))
-    if not body:find("Connection refused", 1, true) and not body:find("Couldn't connect", 1, true) then break end
-    proc.sleep(0.1)
+  local c, body, log
+  -- a random port; another one when something else holds it (nginx then
+  -- logs "Address already in use" and is stopped)
+  for _ = 1, 10 do
+    local port = proc.random(20000, 40000)
+    c = M.substitute(conf.code, url, root)
+    local http_end = assert(c:find("}%s*$"), "the nginx-conf block must end with the http block")
+    local server = ("  server {\n    listen 127.0.0.1:%d;\n%s  }\n"):format(port, M.substitute(location.code, url, root))
+    c = "daemon off;\nworker_processes 2;\npid " .. dir .. "/nginx.pid;\nerror_log " .. dir .. "/error.log info;\n"
+      .. c:sub(1, http_end - 1)
+      .. "  access_log off;\n  client_body_temp_path " .. dir .. "/tmp;\n"
+      .. (http_extra and M.substitute(http_extra.code, url, root) or "") .. server .. "}\n"
+      .. "events { worker_connections 256; }\n"
+    proc.write_file(dir .. "/nginx.conf", c)
+    os.remove(dir .. "/error.log")
+    os.remove(dir .. "/nginx.pid")
+    assert(proc.execute(("OPENAI_BASE_URL=%s OPENAI_API_KEY=sk-doc-test sh %s %s %d %s </dev/null >/dev/null 2>&1 &")
+      :format(proc.q(url), proc.q(dir .. "/launch.sh"), proc.q(dir), proc.getpid(), proc.q(nginx))))
+    local busy = false
+    for _ = 1, 50 do
+      body = proc.capture(("curl -sS -N -m 20 -w '\\nstatus=%%{http_code}' 'http://127.0.0.1:%d%s?q=hello' 2>&1"):format(port, path))
+      if not body:find("Connection refused", 1, true) and not body:find("Couldn't connect", 1, true) then break end
+      if (proc.read_file(dir .. "/error.log") or ""):find("Address already in use", 1, true) then busy = true break end
+      proc.sleep(0.1)
+    end
+    log = proc.read_file(dir .. "/error.log") or ""
+    local launcher = proc.read_file(dir .. "/launcher.pid")
+    if launcher then proc.execute("kill -QUIT " .. proc.trim(launcher) .. " 2>/dev/null") end
+    if not busy then break end
+    proc.sleep(0.6)
   end
-  local log = proc.read_file(dir .. "/error.log") or ""
-  local pid = proc.read_file(dir .. "/nginx.pid")
-  if pid then proc.execute("kill -QUIT " .. proc.trim(pid)) end
-  ok = body:find("status=200", 1, true) ~= nil and not log:find("%[error%]") and not log:find("%[alert%]")
+  local ok = body:find("status=200", 1, true) ~= nil and not log:find("%[error%]") and not log:find("%[alert%]")
     and not log:find("%[emerg%]")
   return ok, body .. "\n--- error.log\n" .. log .. "\n--- nginx.conf\n" .. c
 end
